@@ -1,0 +1,66 @@
+# The two commands a newcomer needs:
+#   make test    tests in a fresh .venv (builds camfast._C, compile-checks the CUDA sources)
+#   make bench   the benchmark suite in .venv-bench: camfast vs the references and the peers
+# Both install torch==2.13.0 first: an unpinned torch would pull a multi-GB CUDA build.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+# The Triton the GPU machines run; its CPU interpreter needs NumPy < 2.4.
+TRITON ?= triton==3.6.0
+TEST_VENV := .venv
+BENCH_VENV := .venv-bench
+BASE_DEPS := $(TRITON) "numpy>=1.24,<2.4" ninja pytest pytest-benchmark opencv-python-headless matplotlib tqdm build wheel
+# Peers are benchmark-only, installed without their dependencies (see benchmarks/peers.py).
+PEERS := grad-cam==1.5.7 torchcam==0.5.0 captum==0.9.0
+PEER_DEPS := scipy scikit-learn ttach pillow packaging
+
+.PHONY: test bench cuda-check wheel clean
+
+$(TEST_VENV)/.ready:
+	$(PYTHON) -m venv $(TEST_VENV)
+	$(TEST_VENV)/bin/pip install -q --upgrade pip
+	$(TEST_VENV)/bin/pip install -q $(TORCH)
+	$(TEST_VENV)/bin/pip install -q $(BASE_DEPS)
+	touch $@
+
+$(BENCH_VENV)/.ready:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q $(TORCH)
+	$(BENCH_VENV)/bin/pip install -q $(BASE_DEPS) $(PEER_DEPS)
+	$(BENCH_VENV)/bin/pip install -q --no-deps $(PEERS)
+	touch $@
+
+test: $(TEST_VENV)/.ready
+	$(TEST_VENV)/bin/pip install -q --no-build-isolation --no-deps -e .
+	$(MAKE) cuda-check VENV=$(TEST_VENV)
+	$(TEST_VENV)/bin/python -m pytest
+
+bench: $(BENCH_VENV)/.ready
+	$(BENCH_VENV)/bin/pip install -q --no-build-isolation --no-deps -e .
+	$(BENCH_VENV)/bin/python -m benchmarks
+
+# Compile every csrc/cuda/*.cu with nvcc against the installed torch's stable-ABI headers, for
+# sm_80 and sm_90. Runs without a GPU: a CUDA file that does not compile fails here, and so does
+# a register spill in ptxas's resource report (kept in build/cuda-check/ptxas.log).
+VENV ?= $(TEST_VENV)
+NVCC := $(shell command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+cuda-check:
+ifeq ($(NVCC),)
+	@echo "cuda-check: nvcc not found, skipped"
+else
+	cmake -S . -B build/cuda-check -DCMAKE_CUDA_COMPILER=$(NVCC) \
+	  -DPython_EXECUTABLE=$(abspath $(VENV))/bin/python > /dev/null
+	cmake --build build/cuda-check --clean-first -j 2 > build/cuda-check/ptxas.log 2>&1 \
+	  || { grep -E -A3 "error|warning" build/cuda-check/ptxas.log; exit 1; }
+	@echo "cuda-check: $$(grep -c "ptxas info    : Used" build/cuda-check/ptxas.log) kernel builds, report in build/cuda-check/ptxas.log"
+	@! grep -B2 -E "[1-9][0-9]* bytes spill" build/cuda-check/ptxas.log
+endif
+
+wheel: $(TEST_VENV)/.ready
+	$(TEST_VENV)/bin/python -m build --wheel --no-isolation --outdir dist
+
+clean:
+	rm -rf build dist *.egg-info camfast/_C*.so

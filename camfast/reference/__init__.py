@@ -1,0 +1,6 @@
+"""Plain, differentiable PyTorch versions of every op: the specification each backend is tested
+against. Each works in float64 and is never edited to fit a kernel."""
+
+from .thresholded_avg_pool2d import thresholded_avg_pool2d
+
+__all__ = ["thresholded_avg_pool2d"]

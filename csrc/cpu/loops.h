@@ -1,0 +1,53 @@
+// Parallel loop shapes shared by the CPU kernels.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include <torch/csrc/stable/ops.h>
+
+#include "../common/layout.h"
+
+namespace camfast::cpu {
+
+// Channels handled together when channels are the innermost axis: 64 accumulators of each kind
+// stay in registers/L1 and a block of 64 x H*W values stays in L2 between the passes.
+constexpr int64_t kChannelBlock = 64;
+
+// Enough elements per task that the thread pool's overhead is noise.
+constexpr int64_t kGrainElements = 1 << 15;
+
+// body(n, c) for every (n, c) row, rows split across threads.
+template <class F> void parallel_rows(const NCP& v, const F& body) {
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, v.P));
+  torch::stable::parallel_for(0, v.N * v.C, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) body(r / v.C, r % v.C);
+  });
+}
+
+// body(n, c0, c1) for every block of at most kChannelBlock channels of every sample.
+template <class F> void parallel_channel_blocks(const NCP& v, const F& body) {
+  const int64_t blocks = (v.C + kChannelBlock - 1) / kChannelBlock;
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, v.P * kChannelBlock));
+  torch::stable::parallel_for(0, v.N * blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks;
+      const int64_t c0 = (task % blocks) * kChannelBlock;
+      body(n, c0, std::min(v.C, c0 + kChannelBlock));
+    }
+  });
+}
+
+// body(n, p0, p1) for every block of pixels of every sample (per-pixel work over channels).
+template <class F> void parallel_pixel_blocks(const NCP& v, int64_t pixels_per_task, const F& body) {
+  const int64_t blocks = (v.P + pixels_per_task - 1) / pixels_per_task;
+  torch::stable::parallel_for(0, v.N * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks;
+      const int64_t p0 = (task % blocks) * pixels_per_task;
+      body(n, p0, std::min(v.P, p0 + pixels_per_task));
+    }
+  });
+}
+
+}  // namespace camfast::cpu

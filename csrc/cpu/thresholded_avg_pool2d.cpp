@@ -1,0 +1,205 @@
+// Thresholded average pooling on the CPU: forward and backward, NCHW and channels_last in place.
+#include <tuple>
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include "../common/checks.h"
+#include "../common/dispatch.h"
+#include "../common/layout.h"
+#include "../kernels/thresholded_avg_pool2d.cuh"
+#include "loops.h"
+
+namespace camfast {
+namespace {
+
+using torch::stable::Tensor;
+using cpu::kChannelBlock;
+
+constexpr const char* kOp = "thresholded_avg_pool2d";
+
+// Strided access with the unit stride known at compile time, so the contiguous case vectorises.
+template <bool kUnit> struct Stride {
+  int64_t s;
+  int64_t operator()(int64_t i) const { return kUnit ? i : i * s; }
+};
+
+template <class T, bool kUnit>
+void forward_row(const T* x, Stride<kUnit> at, int64_t P, double tau, T* out, T* thr, int32_t* cnt) {
+  using A = acc_t<T>;
+  A row_max = lowest<A>();
+  int has_nan = 0;
+  // NaN never passes `>`, so per-lane maxima combine exactly; NaN is tracked on the side.
+#pragma omp simd reduction(max : row_max) reduction(| : has_nan)
+  for (int64_t p = 0; p < P; ++p) {
+    const A v = A(x[at(p)]);
+    has_nan |= (v != v);
+    row_max = v > row_max ? v : row_max;
+  }
+  const T t = tap::threshold<T>(has_nan ? quiet_nan<A>() : row_max, tau);
+  const A tt = A(t);
+  A sum = A(0);
+  int32_t count = 0;
+#pragma omp simd reduction(+ : sum, count)
+  for (int64_t p = 0; p < P; ++p) {
+    const A v = A(x[at(p)]);
+    sum += tap::kept_value(v, tt);
+    count += tap::counted(v, tt);
+  }
+  *out = tap::mean<T>(sum, count);
+  *thr = t;
+  *cnt = count;
+}
+
+// Channels innermost: one pass per statistic over a block of channels, vectorised over C.
+template <class T>
+void forward_channel_block(const NCP& v, const T* x, double tau, int64_t c0, int64_t c1, T* out, T* thr,
+                           int32_t* cnt) {
+  using A = acc_t<T>;
+  const int64_t nc = c1 - c0;
+  A row_max[kChannelBlock], t[kChannelBlock], sum[kChannelBlock];
+  int32_t count[kChannelBlock];
+  bool has_nan[kChannelBlock];
+  for (int64_t c = 0; c < nc; ++c) {
+    row_max[c] = lowest<A>();
+    has_nan[c] = false;
+    sum[c] = A(0);
+    count[c] = 0;
+  }
+  for (int64_t p = 0; p < v.P; ++p) {
+    const T* px = x + p * v.sP;
+    for (int64_t c = 0; c < nc; ++c) {
+      const A val = A(px[c]);
+      has_nan[c] |= (val != val);
+      row_max[c] = val > row_max[c] ? val : row_max[c];
+    }
+  }
+  for (int64_t c = 0; c < nc; ++c) {
+    thr[c] = tap::threshold<T>(has_nan[c] ? quiet_nan<A>() : row_max[c], tau);
+    t[c] = A(thr[c]);
+  }
+  for (int64_t p = 0; p < v.P; ++p) {
+    const T* px = x + p * v.sP;
+    for (int64_t c = 0; c < nc; ++c) {
+      const A val = A(px[c]);
+      sum[c] += tap::kept_value(val, t[c]);
+      count[c] += tap::counted(val, t[c]);
+    }
+  }
+  for (int64_t c = 0; c < nc; ++c) {
+    out[c] = tap::mean<T>(sum[c], count[c]);
+    cnt[c] = count[c];
+  }
+}
+
+template <class T>
+void forward(const Tensor& x, const NCP& v, double tau, Tensor& out, Tensor& thr, Tensor& cnt) {
+  const T* xp = x.const_data_ptr<T>();
+  T* op = out.mutable_data_ptr<T>();
+  T* tp = thr.mutable_data_ptr<T>();
+  int32_t* cp = cnt.mutable_data_ptr<int32_t>();
+  if (v.channels_inner()) {
+    cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
+      const int64_t r = n * v.C + c0;
+      forward_channel_block(v, xp + n * v.sN + c0, tau, c0, c1, op + r, tp + r, cp + r);
+    });
+    return;
+  }
+  cpu::parallel_rows(v, [&](int64_t n, int64_t c) {
+    const T* row = xp + n * v.sN + c * v.sC;
+    const int64_t r = n * v.C + c;
+    if (v.sP == 1) {
+      forward_row(row, Stride<true>{1}, v.P, tau, op + r, tp + r, cp + r);
+    } else {
+      forward_row(row, Stride<false>{v.sP}, v.P, tau, op + r, tp + r, cp + r);
+    }
+  });
+}
+
+template <class T, bool kUnit>
+void backward_row(const T* x, Stride<kUnit> x_at, T* gx, Stride<kUnit> gx_at, int64_t P, T t, T kept) {
+  using A = acc_t<T>;
+  const A tt = A(t);
+  for (int64_t p = 0; p < P; ++p) gx[gx_at(p)] = tap::input_grad(A(x[x_at(p)]), tt, kept);
+}
+
+template <class T>
+void backward(const Tensor& grad_out, const Tensor& x, const NCP& v, const Tensor& thr, const Tensor& cnt,
+              Tensor& grad_x, const NCP& gv) {
+  const T* gp = grad_out.const_data_ptr<T>();
+  const T* xp = x.const_data_ptr<T>();
+  const T* tp = thr.const_data_ptr<T>();
+  const int32_t* cp = cnt.const_data_ptr<int32_t>();
+  T* gxp = grad_x.mutable_data_ptr<T>();
+  if (v.channels_inner() && gv.channels_inner()) {
+    cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
+      using A = acc_t<T>;
+      const int64_t nc = c1 - c0, r = n * v.C + c0;
+      A t[kChannelBlock];
+      T kept[kChannelBlock];
+      for (int64_t c = 0; c < nc; ++c) {
+        t[c] = A(tp[r + c]);
+        kept[c] = tap::kept_grad(gp[r + c], cp[r + c]);
+      }
+      for (int64_t p = 0; p < v.P; ++p) {
+        const T* px = xp + n * v.sN + c0 + p * v.sP;
+        T* pg = gxp + n * gv.sN + c0 + p * gv.sP;
+        for (int64_t c = 0; c < nc; ++c) pg[c] = tap::input_grad(A(px[c]), t[c], kept[c]);
+      }
+    });
+    return;
+  }
+  cpu::parallel_rows(v, [&](int64_t n, int64_t c) {
+    const int64_t r = n * v.C + c;
+    const T* row = xp + n * v.sN + c * v.sC;
+    T* grow = gxp + n * gv.sN + c * gv.sC;
+    const T kept = tap::kept_grad(gp[r], cp[r]);
+    if (v.sP == 1 && gv.sP == 1) {
+      backward_row(row, Stride<true>{1}, grow, Stride<true>{1}, v.P, tp[r], kept);
+    } else {
+      backward_row(row, Stride<false>{v.sP}, grow, Stride<false>{gv.sP}, v.P, tp[r], kept);
+    }
+  });
+}
+
+std::tuple<Tensor, Tensor, Tensor> thresholded_avg_pool2d_cpu(Tensor x, double tau) {
+  check_rank(x, 4, kOp, "x");
+  x = with_mergeable_hw(x);
+  const NCP v = ncp_view(x);
+  Tensor out = torch::stable::new_empty(x, {v.N, v.C});
+  Tensor thr = torch::stable::new_empty(x, {v.N, v.C});
+  Tensor cnt = torch::stable::new_empty(x, {v.N, v.C}, ScalarType::Int);
+  if (x.numel() == 0) return {out, thr, cnt};
+  dispatch_floating(x.scalar_type(), kOp, [&](auto tag) {
+    forward<decltype(tag)>(x, v, tau, out, thr, cnt);
+  });
+  return {out, thr, cnt};
+}
+
+Tensor thresholded_avg_pool2d_backward_cpu(Tensor grad_out, Tensor x, Tensor threshold, Tensor count) {
+  check_rank(x, 4, kOp, "x");
+  check_rank(grad_out, 2, kOp, "grad_out");
+  check_same_dtype(grad_out, x, kOp, "grad_out", "x");
+  x = with_mergeable_hw(x);
+  const NCP v = ncp_view(x);
+  grad_out = torch::stable::contiguous(grad_out);
+  threshold = torch::stable::contiguous(threshold);
+  count = torch::stable::contiguous(count);
+  Tensor grad_x = empty_nchw_like(x, v);
+  if (x.numel() == 0) return grad_x;
+  const NCP gv = ncp_view(grad_x);
+  dispatch_floating(x.scalar_type(), kOp, [&](auto tag) {
+    backward<decltype(tag)>(grad_out, x, v, threshold, count, grad_x, gv);
+  });
+  return grad_x;
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(camfast, CPU, m) {
+  m.impl("thresholded_avg_pool2d", TORCH_BOX(&thresholded_avg_pool2d_cpu));
+  m.impl("_thresholded_avg_pool2d_backward", TORCH_BOX(&thresholded_avg_pool2d_backward_cpu));
+}
+
+}  // namespace camfast

@@ -1,0 +1,204 @@
+// Thresholded average pooling on CUDA: forward and backward, NCHW and channels_last in place.
+//
+// NCHW rows are contiguous: one warp reduces one row. With channels innermost a warp instead
+// covers 32 consecutive channels (coalesced) and 8 warps split the pixels of that channel block.
+#include <tuple>
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include "../common/checks.h"
+#include "../common/dispatch.h"
+#include "../common/layout.h"
+#include "../kernels/thresholded_avg_pool2d.cuh"
+#include "cuda_utils.cuh"
+
+namespace camfast {
+namespace {
+
+using torch::stable::Tensor;
+using cuda::kWarp;
+
+constexpr const char* kOp = "thresholded_avg_pool2d";
+constexpr int kRowsPerBlock = 8;       // warps per block in the row kernels
+constexpr int kTileC = kWarp;          // channels per block in the channel-tile kernels
+constexpr int kTileP = 8;              // pixel lanes per block in the channel-tile kernels
+
+template <class T>
+__global__ void forward_rows(const T* __restrict__ x, NCP v, double tau, T* out, T* thr, int32_t* cnt) {
+  using A = acc_t<T>;
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (row >= v.N * v.C) return;  // whole warps leave together
+  const int lane = threadIdx.x % kWarp;
+  const T* xr = x + (row / v.C) * v.sN + (row % v.C) * v.sC;
+  NanMax<A> m;
+  for (int64_t p = lane; p < v.P; p += kWarp) m.add(A(xr[p * v.sP]));
+  const T t = tap::threshold<T>(cuda::warp_max(m).result(), tau);
+  const A tt = A(t);
+  A sum = A(0);
+  int32_t count = 0;
+  for (int64_t p = lane; p < v.P; p += kWarp) {
+    const A val = A(xr[p * v.sP]);
+    sum += tap::kept_value(val, tt);
+    count += tap::counted(val, tt);
+  }
+  sum = cuda::warp_sum(sum);
+  count = cuda::warp_sum(count);
+  if (lane == 0) {
+    out[row] = tap::mean<T>(sum, count);
+    thr[row] = t;
+    cnt[row] = count;
+  }
+}
+
+template <class T>
+__global__ void forward_channel_tiles(const T* __restrict__ x, NCP v, double tau, T* out, T* thr, int32_t* cnt) {
+  using A = acc_t<T>;
+  __shared__ A s_val[kTileP][kTileC];
+  __shared__ int32_t s_int[kTileP][kTileC];
+  const int64_t tiles = cuda::ceil_div(v.C, kTileC);
+  const int64_t n = blockIdx.x / tiles;
+  const int64_t c = (blockIdx.x % tiles) * kTileC + threadIdx.x;
+  const bool active = c < v.C;
+  const T* xc = x + n * v.sN + c * v.sC;
+
+  NanMax<A> m;
+  if (active) {
+    for (int64_t p = threadIdx.y; p < v.P; p += kTileP) m.add(A(xc[p * v.sP]));
+  }
+  s_val[threadIdx.y][threadIdx.x] = m.value;
+  s_int[threadIdx.y][threadIdx.x] = m.has_nan;
+  __syncthreads();
+  NanMax<A> column;
+  for (int i = 0; i < kTileP; ++i) {
+    column.merge(NanMax<A>{s_val[i][threadIdx.x], s_int[i][threadIdx.x] != 0});
+  }
+  __syncthreads();  // the shared arrays are reused below
+
+  const T t = tap::threshold<T>(column.result(), tau);
+  const A tt = A(t);
+  A sum = A(0);
+  int32_t count = 0;
+  if (active) {
+    for (int64_t p = threadIdx.y; p < v.P; p += kTileP) {
+      const A val = A(xc[p * v.sP]);
+      sum += tap::kept_value(val, tt);
+      count += tap::counted(val, tt);
+    }
+  }
+  s_val[threadIdx.y][threadIdx.x] = sum;
+  s_int[threadIdx.y][threadIdx.x] = count;
+  __syncthreads();
+  if (threadIdx.y == 0 && active) {
+    for (int i = 1; i < kTileP; ++i) {
+      sum += s_val[i][threadIdx.x];
+      count += s_int[i][threadIdx.x];
+    }
+    const int64_t r = n * v.C + c;
+    out[r] = tap::mean<T>(sum, count);
+    thr[r] = t;
+    cnt[r] = count;
+  }
+}
+
+template <class T>
+__global__ void backward_rows(const T* __restrict__ grad_out, const T* __restrict__ x, NCP v,
+                              const T* __restrict__ thr, const int32_t* __restrict__ cnt, T* grad_x, NCP o) {
+  using A = acc_t<T>;
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (row >= v.N * v.C) return;
+  const int64_t n = row / v.C, c = row % v.C;
+  const T* xr = x + n * v.sN + c * v.sC;
+  T* gr = grad_x + n * o.sN + c * o.sC;
+  const A t = A(thr[row]);
+  const T kept = tap::kept_grad(grad_out[row], cnt[row]);
+  for (int64_t p = threadIdx.x % kWarp; p < v.P; p += kWarp) gr[p * o.sP] = tap::input_grad(A(xr[p * v.sP]), t, kept);
+}
+
+template <class T>
+__global__ void backward_channel_tiles(const T* __restrict__ grad_out, const T* __restrict__ x, NCP v,
+                                       const T* __restrict__ thr, const int32_t* __restrict__ cnt, T* grad_x, NCP o) {
+  using A = acc_t<T>;
+  const int64_t tiles = cuda::ceil_div(v.C, kTileC);
+  const int64_t n = blockIdx.x / tiles;
+  const int64_t c = (blockIdx.x % tiles) * kTileC + threadIdx.x;
+  if (c >= v.C) return;
+  const int64_t r = n * v.C + c;
+  const A t = A(thr[r]);
+  const T kept = tap::kept_grad(grad_out[r], cnt[r]);
+  const T* xc = x + n * v.sN + c * v.sC;
+  T* gc = grad_x + n * o.sN + c * o.sC;
+  for (int64_t p = threadIdx.y; p < v.P; p += kTileP) gc[p * o.sP] = tap::input_grad(A(xc[p * v.sP]), t, kept);
+}
+
+dim3 row_grid(const NCP& v) { return dim3(unsigned(cuda::ceil_div(v.N * v.C, kRowsPerBlock))); }
+dim3 tile_grid(const NCP& v) { return dim3(unsigned(v.N * cuda::ceil_div(v.C, kTileC))); }
+const dim3 kRowBlock(kRowsPerBlock * kWarp);
+const dim3 kTileBlock(kTileC, kTileP);
+
+std::tuple<Tensor, Tensor, Tensor> thresholded_avg_pool2d_cuda(Tensor x, double tau) {
+  check_rank(x, 4, kOp, "x");
+  torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+  x = with_mergeable_hw(x);
+  const NCP v = ncp_view(x);
+  Tensor out = torch::stable::new_empty(x, {v.N, v.C});
+  Tensor thr = torch::stable::new_empty(x, {v.N, v.C});
+  Tensor cnt = torch::stable::new_empty(x, {v.N, v.C}, ScalarType::Int);
+  if (x.numel() == 0) return {out, thr, cnt};
+  const cudaStream_t stream = cuda::current_stream(x);
+  dispatch_floating(x.scalar_type(), kOp, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.const_data_ptr<T>();
+    T* op = out.mutable_data_ptr<T>();
+    T* tp = thr.mutable_data_ptr<T>();
+    int32_t* cp = cnt.mutable_data_ptr<int32_t>();
+    if (v.channels_inner()) {
+      forward_channel_tiles<T><<<tile_grid(v), kTileBlock, 0, stream>>>(xp, v, tau, op, tp, cp);
+    } else {
+      forward_rows<T><<<row_grid(v), kRowBlock, 0, stream>>>(xp, v, tau, op, tp, cp);
+    }
+  });
+  cuda::check_launch(kOp);
+  return {out, thr, cnt};
+}
+
+Tensor thresholded_avg_pool2d_backward_cuda(Tensor grad_out, Tensor x, Tensor threshold, Tensor count) {
+  check_rank(x, 4, kOp, "x");
+  check_rank(grad_out, 2, kOp, "grad_out");
+  check_same_dtype(grad_out, x, kOp, "grad_out", "x");
+  torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+  x = with_mergeable_hw(x);
+  const NCP v = ncp_view(x);
+  grad_out = torch::stable::contiguous(grad_out);
+  threshold = torch::stable::contiguous(threshold);
+  count = torch::stable::contiguous(count);
+  Tensor grad_x = empty_nchw_like(x, v);
+  if (x.numel() == 0) return grad_x;
+  const NCP o = ncp_view(grad_x);
+  const cudaStream_t stream = cuda::current_stream(x);
+  dispatch_floating(x.scalar_type(), kOp, [&](auto tag) {
+    using T = decltype(tag);
+    const T* gp = grad_out.const_data_ptr<T>();
+    const T* xp = x.const_data_ptr<T>();
+    const T* tp = threshold.const_data_ptr<T>();
+    const int32_t* cp = count.const_data_ptr<int32_t>();
+    T* gxp = grad_x.mutable_data_ptr<T>();
+    if (v.channels_inner() && o.channels_inner()) {
+      backward_channel_tiles<T><<<tile_grid(v), kTileBlock, 0, stream>>>(gp, xp, v, tp, cp, gxp, o);
+    } else {
+      backward_rows<T><<<row_grid(v), kRowBlock, 0, stream>>>(gp, xp, v, tp, cp, gxp, o);
+    }
+  });
+  cuda::check_launch(kOp);
+  return grad_x;
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(camfast, CUDA, m) {
+  m.impl("thresholded_avg_pool2d", TORCH_BOX(&thresholded_avg_pool2d_cuda));
+  m.impl("_thresholded_avg_pool2d_backward", TORCH_BOX(&thresholded_avg_pool2d_backward_cuda));
+}
+
+}  // namespace camfast
