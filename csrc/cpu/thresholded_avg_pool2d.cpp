@@ -5,10 +5,8 @@
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
-#include "../common/checks.h"
-#include "../common/dispatch.h"
-#include "../common/layout.h"
 #include "../kernels/thresholded_avg_pool2d.cuh"
+#include "../ops/thresholded_avg_pool2d.h"
 #include "loops.h"
 
 namespace camfast {
@@ -16,8 +14,6 @@ namespace {
 
 using torch::stable::Tensor;
 using cpu::kChannelBlock;
-
-constexpr const char* kOp = "thresholded_avg_pool2d";
 
 // Strided access with the unit stride known at compile time, so the contiguous case vectorises.
 template <bool kUnit> struct Stride {
@@ -93,12 +89,12 @@ void forward_channel_block(const NCP& v, const T* x, double tau, int64_t c0, int
   }
 }
 
-template <class T>
-void forward(const Tensor& x, const NCP& v, double tau, Tensor& out, Tensor& thr, Tensor& cnt) {
-  const T* xp = x.const_data_ptr<T>();
-  T* op = out.mutable_data_ptr<T>();
-  T* tp = thr.mutable_data_ptr<T>();
-  int32_t* cp = cnt.mutable_data_ptr<int32_t>();
+template <class T> void forward(const tap::ForwardIO& io, double tau) {
+  const NCP& v = io.v;
+  const T* xp = io.x.const_data_ptr<T>();
+  T* op = io.out.mutable_data_ptr<T>();
+  T* tp = io.thr.mutable_data_ptr<T>();
+  int32_t* cp = io.cnt.mutable_data_ptr<int32_t>();
   if (v.channels_inner()) {
     cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
       const int64_t r = n * v.C + c0;
@@ -124,14 +120,13 @@ void backward_row(const T* x, Stride<kUnit> x_at, T* gx, Stride<kUnit> gx_at, in
   for (int64_t p = 0; p < P; ++p) gx[gx_at(p)] = tap::input_grad(A(x[x_at(p)]), tt, kept);
 }
 
-template <class T>
-void backward(const Tensor& grad_out, const Tensor& x, const NCP& v, const Tensor& thr, const Tensor& cnt,
-              Tensor& grad_x, const NCP& gv) {
-  const T* gp = grad_out.const_data_ptr<T>();
-  const T* xp = x.const_data_ptr<T>();
-  const T* tp = thr.const_data_ptr<T>();
-  const int32_t* cp = cnt.const_data_ptr<int32_t>();
-  T* gxp = grad_x.mutable_data_ptr<T>();
+template <class T> void backward(const tap::BackwardIO& io) {
+  const NCP &v = io.v, &gv = io.o;
+  const T* gp = io.grad_out.const_data_ptr<T>();
+  const T* xp = io.x.const_data_ptr<T>();
+  const T* tp = io.thr.const_data_ptr<T>();
+  const int32_t* cp = io.cnt.const_data_ptr<int32_t>();
+  T* gxp = io.grad_x.mutable_data_ptr<T>();
   if (v.channels_inner() && gv.channels_inner()) {
     cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
       using A = acc_t<T>;
@@ -164,35 +159,19 @@ void backward(const Tensor& grad_out, const Tensor& x, const NCP& v, const Tenso
 }
 
 std::tuple<Tensor, Tensor, Tensor> thresholded_avg_pool2d_cpu(Tensor x, double tau) {
-  check_rank(x, 4, kOp, "x");
-  x = with_mergeable_hw(x);
-  const NCP v = ncp_view(x);
-  Tensor out = torch::stable::new_empty(x, {v.N, v.C});
-  Tensor thr = torch::stable::new_empty(x, {v.N, v.C});
-  Tensor cnt = torch::stable::new_empty(x, {v.N, v.C}, ScalarType::Int);
-  if (x.numel() == 0) return {out, thr, cnt};
-  dispatch_floating(x.scalar_type(), kOp, [&](auto tag) {
-    forward<decltype(tag)>(x, v, tau, out, thr, cnt);
-  });
-  return {out, thr, cnt};
+  const tap::ForwardIO io = tap::prepare_forward(x);
+  if (io.x.numel() > 0) {
+    dispatch_floating(io.x.scalar_type(), tap::kOp, [&](auto tag) { forward<decltype(tag)>(io, tau); });
+  }
+  return {io.out, io.thr, io.cnt};
 }
 
 Tensor thresholded_avg_pool2d_backward_cpu(Tensor grad_out, Tensor x, Tensor threshold, Tensor count) {
-  check_rank(x, 4, kOp, "x");
-  check_rank(grad_out, 2, kOp, "grad_out");
-  check_same_dtype(grad_out, x, kOp, "grad_out", "x");
-  x = with_mergeable_hw(x);
-  const NCP v = ncp_view(x);
-  grad_out = torch::stable::contiguous(grad_out);
-  threshold = torch::stable::contiguous(threshold);
-  count = torch::stable::contiguous(count);
-  Tensor grad_x = empty_nchw_like(x, v);
-  if (x.numel() == 0) return grad_x;
-  const NCP gv = ncp_view(grad_x);
-  dispatch_floating(x.scalar_type(), kOp, [&](auto tag) {
-    backward<decltype(tag)>(grad_out, x, v, threshold, count, grad_x, gv);
-  });
-  return grad_x;
+  const tap::BackwardIO io = tap::prepare_backward(grad_out, x, threshold, count);
+  if (io.x.numel() > 0) {
+    dispatch_floating(io.x.scalar_type(), tap::kOp, [&](auto tag) { backward<decltype(tag)>(io); });
+  }
+  return io.grad_x;
 }
 
 }  // namespace

@@ -8,10 +8,8 @@
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
-#include "../common/checks.h"
-#include "../common/dispatch.h"
-#include "../common/layout.h"
 #include "../kernels/thresholded_avg_pool2d.cuh"
+#include "../ops/thresholded_avg_pool2d.h"
 #include "cuda_utils.cuh"
 
 namespace camfast {
@@ -20,7 +18,6 @@ namespace {
 using torch::stable::Tensor;
 using cuda::kWarp;
 
-constexpr const char* kOp = "thresholded_avg_pool2d";
 constexpr int kRowsPerBlock = 8;       // warps per block in the row kernels
 constexpr int kTileC = kWarp;          // channels per block in the channel-tile kernels
 constexpr int kTileP = 8;              // pixel lanes per block in the channel-tile kernels
@@ -138,60 +135,48 @@ const dim3 kRowBlock(kRowsPerBlock * kWarp);
 const dim3 kTileBlock(kTileC, kTileP);
 
 std::tuple<Tensor, Tensor, Tensor> thresholded_avg_pool2d_cuda(Tensor x, double tau) {
-  check_rank(x, 4, kOp, "x");
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
-  x = with_mergeable_hw(x);
-  const NCP v = ncp_view(x);
-  Tensor out = torch::stable::new_empty(x, {v.N, v.C});
-  Tensor thr = torch::stable::new_empty(x, {v.N, v.C});
-  Tensor cnt = torch::stable::new_empty(x, {v.N, v.C}, ScalarType::Int);
-  if (x.numel() == 0) return {out, thr, cnt};
-  const cudaStream_t stream = cuda::current_stream(x);
-  dispatch_floating(x.scalar_type(), kOp, [&](auto tag) {
+  const tap::ForwardIO io = tap::prepare_forward(x);
+  if (io.x.numel() == 0) return {io.out, io.thr, io.cnt};
+  const NCP& v = io.v;
+  const cudaStream_t stream = cuda::current_stream(io.x);
+  dispatch_floating(io.x.scalar_type(), tap::kOp, [&](auto tag) {
     using T = decltype(tag);
-    const T* xp = x.const_data_ptr<T>();
-    T* op = out.mutable_data_ptr<T>();
-    T* tp = thr.mutable_data_ptr<T>();
-    int32_t* cp = cnt.mutable_data_ptr<int32_t>();
+    const T* xp = io.x.const_data_ptr<T>();
+    T* op = io.out.mutable_data_ptr<T>();
+    T* tp = io.thr.mutable_data_ptr<T>();
+    int32_t* cp = io.cnt.mutable_data_ptr<int32_t>();
     if (v.channels_inner()) {
       forward_channel_tiles<T><<<tile_grid(v), kTileBlock, 0, stream>>>(xp, v, tau, op, tp, cp);
     } else {
       forward_rows<T><<<row_grid(v), kRowBlock, 0, stream>>>(xp, v, tau, op, tp, cp);
     }
   });
-  cuda::check_launch(kOp);
-  return {out, thr, cnt};
+  cuda::check_launch(tap::kOp);
+  return {io.out, io.thr, io.cnt};
 }
 
 Tensor thresholded_avg_pool2d_backward_cuda(Tensor grad_out, Tensor x, Tensor threshold, Tensor count) {
-  check_rank(x, 4, kOp, "x");
-  check_rank(grad_out, 2, kOp, "grad_out");
-  check_same_dtype(grad_out, x, kOp, "grad_out", "x");
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
-  x = with_mergeable_hw(x);
-  const NCP v = ncp_view(x);
-  grad_out = torch::stable::contiguous(grad_out);
-  threshold = torch::stable::contiguous(threshold);
-  count = torch::stable::contiguous(count);
-  Tensor grad_x = empty_nchw_like(x, v);
-  if (x.numel() == 0) return grad_x;
-  const NCP o = ncp_view(grad_x);
-  const cudaStream_t stream = cuda::current_stream(x);
-  dispatch_floating(x.scalar_type(), kOp, [&](auto tag) {
+  const tap::BackwardIO io = tap::prepare_backward(grad_out, x, threshold, count);
+  if (io.x.numel() == 0) return io.grad_x;
+  const NCP &v = io.v, &o = io.o;
+  const cudaStream_t stream = cuda::current_stream(io.x);
+  dispatch_floating(io.x.scalar_type(), tap::kOp, [&](auto tag) {
     using T = decltype(tag);
-    const T* gp = grad_out.const_data_ptr<T>();
-    const T* xp = x.const_data_ptr<T>();
-    const T* tp = threshold.const_data_ptr<T>();
-    const int32_t* cp = count.const_data_ptr<int32_t>();
-    T* gxp = grad_x.mutable_data_ptr<T>();
+    const T* gp = io.grad_out.const_data_ptr<T>();
+    const T* xp = io.x.const_data_ptr<T>();
+    const T* tp = io.thr.const_data_ptr<T>();
+    const int32_t* cp = io.cnt.const_data_ptr<int32_t>();
+    T* gxp = io.grad_x.mutable_data_ptr<T>();
     if (v.channels_inner() && o.channels_inner()) {
       backward_channel_tiles<T><<<tile_grid(v), kTileBlock, 0, stream>>>(gp, xp, v, tp, cp, gxp, o);
     } else {
       backward_rows<T><<<row_grid(v), kRowBlock, 0, stream>>>(gp, xp, v, tp, cp, gxp, o);
     }
   });
-  cuda::check_launch(kOp);
-  return grad_x;
+  cuda::check_launch(tap::kOp);
+  return io.grad_x;
 }
 
 }  // namespace
