@@ -1,0 +1,71 @@
+"""Run the benchmark suite: `python -m benchmarks [--quick] [--only STEM ...] [--device cpu|cuda]`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+import torch
+
+from . import harness, results
+
+
+def _modules(only: list[str] | None):
+    names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.startswith("bench_"))
+    if only:
+        names = [n for n in names if n.removeprefix("bench_") in only]
+    return [importlib.import_module(f"{__package__}.{n}") for n in names]
+
+
+def _rows(case: harness.Case, timings, peaks, env) -> list[dict[str, str]]:
+    reference = timings.get("reference")
+    rows = []
+    for provider, t in timings.items():
+        rows.append({
+            **env,
+            "op": case.op, "mode": case.mode, "shape": case.shape, "dtype": case.dtype, "provider": provider,
+            "p20_ms": f"{t.p20_ms:.5g}", "p50_ms": f"{t.p50_ms:.5g}", "p80_ms": f"{t.p80_ms:.5g}",
+            "speedup_vs_reference": f"{reference.p50_ms / t.p50_ms:.4g}" if reference else "",
+            "gbps": f"{case.floor_bytes / t.p50_ms / 1e6:.4g}" if case.floor_bytes else "",
+            "peak_mb": f"{peaks[provider]:.4g}",
+        })
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small shapes, short timings (smoke run)")
+    parser.add_argument("--only", nargs="*", help="op stems to run, e.g. thresholded_avg_pool2d")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seconds", type=float, default=None, help="timing budget per provider per case")
+    parser.add_argument("--csv", type=Path, default=None, help="where to write rows (default: data/<device>.csv)")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    seconds = args.seconds or (0.2 if args.quick else 1.0)
+    rounds = 1 if args.quick else 3
+    env = results.environment(device)
+    print(f"camfast benchmarks on {env['device']} ({env['threads']} threads), torch {env['torch']}", flush=True)
+    new_rows = []
+    for module in _modules(args.only):
+        for case in module.cases(device, args.quick):
+            timings = harness.time_providers(case, device, rounds, seconds)
+            peaks = {p: harness.peak_memory_mb(fn, device) for p, fn in case.providers.items()}
+            rows = _rows(case, timings, peaks, env)
+            new_rows += rows
+            summary = ", ".join(f"{r['provider']} {r['p50_ms']} ms" for r in rows)
+            print(f"  {case.op} {case.mode} {case.shape} {case.dtype}: {summary}", flush=True)
+    path = args.csv or results.csv_path(device)
+    all_rows = results.upsert_rows(path, new_rows)
+    results.plot(all_rows, path.with_suffix(".png"))
+    print()
+    print(results.markdown_table(new_rows))
+    print(f"\nrows: {path}\nplot: {path.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""The benchmark command stays runnable: a quick run of one op writes rows, a plot and a table."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_quick_benchmark_run_writes_rows_and_plot(tmp_path):
+    out = tmp_path / "rows.csv"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--seconds", "0.02", "--only", "thresholded_avg_pool2d",
+         "--device", "cpu", "--csv", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert {r["provider"] for r in rows} >= {"reference", "cpp"}
+    assert {r["mode"] for r in rows} == {"forward", "backward", "full"}
+    assert all(float(r["p50_ms"]) > 0 and float(r["peak_mb"]) >= 0 for r in rows)
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "| thresholded_avg_pool2d | forward |" in run.stdout
