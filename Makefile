@@ -16,7 +16,7 @@ BASE_DEPS := $(TRITON) "numpy>=1.24,<2.4" ninja pytest pytest-benchmark opencv-p
 PEERS := grad-cam==1.5.7 torchcam==0.5.0 captum==0.9.0
 PEER_DEPS := scipy scikit-learn ttach pillow packaging
 
-.PHONY: test bench cuda-check wheel clean
+.PHONY: test bench cuda-check wheel wheel-check clean
 
 $(TEST_VENV)/.ready:
 	$(PYTHON) -m venv $(TEST_VENV)
@@ -60,8 +60,17 @@ else
 	@! grep -B2 -E "[1-9][0-9]* bytes spill" build/cuda-check/ptxas.log
 endif
 
+# One abi3 wheel per platform (cp310+, torch >= 2.11), built against the installed torch.
 wheel: $(TEST_VENV)/.ready
-	$(TEST_VENV)/bin/python -m build --wheel --no-isolation --outdir dist
+	rm -rf dist && $(TEST_VENV)/bin/python -m build --wheel --no-isolation --outdir dist
+
+# Install the wheel into a fresh environment holding only torch, and smoke-test it there.
+WHEEL_VENV := build/wheel-venv
+wheel-check: wheel
+	rm -rf $(WHEEL_VENV) && $(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/pip install -q $(TORCH)
+	$(WHEEL_VENV)/bin/pip install -q dist/camfast-*.whl
+	cd /tmp && $(abspath $(WHEEL_VENV))/bin/python $(abspath scripts/smoke_installed.py)
 
 clean:
 	rm -rf build dist *.egg-info camfast/_C*.so

@@ -1,7 +1,7 @@
 """Loads the compiled extension camfast._C, and says what it offers.
 
 Importing camfast never fails because the extension is missing or broken: it warns once and every
-op falls back to another backend. `status()` keeps the reason for camfast.show_config().
+op falls back to another backend. `load_error()` keeps the reason for camfast.show_config().
 """
 
 from __future__ import annotations
@@ -11,12 +11,30 @@ import warnings
 
 import torch
 
-_LOAD_ERROR: str | None = None
+# The stable-ABI target the binary was compiled for (setup.py's TORCH_TARGET_VERSION).
+MIN_TORCH = (2, 11)
 
-try:
-    from . import _C  # noqa: F401  (loading registers the camfast:: ops)
-except Exception as error:  # an absent build, or a torch the build cannot load into
-    _LOAD_ERROR = f"{type(error).__name__}: {error}"
+
+def _torch_release(version: str) -> tuple[int, int]:
+    major, minor = version.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+def _load() -> str | None:
+    """Load camfast._C; return why it could not be loaded, or None."""
+    running = _torch_release(torch.__version__)
+    if running < MIN_TORCH:
+        return (f"camfast's compiled kernels need torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]}, "
+                f"but torch {torch.__version__} is running")
+    try:
+        from . import _C  # noqa: F401  (loading registers the camfast:: ops)
+    except Exception as error:  # an absent build, or one this torch cannot load (e.g. CUDA build, CPU torch)
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+_LOAD_ERROR = _load()
+if _LOAD_ERROR is not None:
     warnings.warn(
         f"camfast: the compiled extension is unavailable ({_LOAD_ERROR}); using the Triton and "
         "reference backends. Build it with `pip install --no-build-isolation -e .`.",
