@@ -47,7 +47,7 @@ def test_reference_follows_the_authors_loop():
     assert constant.tolist() == [[False, False, True, False, False]]
 
 
-@pytest.mark.parametrize("device,backend", [("cpu", "reference"), *BACKENDS])
+@pytest.mark.parametrize("device,backend", BACKENDS)
 def test_matches_reference_on_random_inputs(device, backend):
     for dtype in dtypes_for(device, backend):
         for act_shape, image_shape in shapes(backend):
@@ -102,6 +102,45 @@ def test_output_is_contiguous_and_inputs_unchanged(device, backend):
     out = camfast.score_cam_masks(act, image, backend=backend)
     assert out.is_contiguous()
     assert torch.equal(act, before[0]) and torch.equal(image, before[1])
+
+
+def test_downsampled_map_can_become_constant():
+    act = torch.randn(1, 2, 4, 4)
+    _, constant = camfast.score_cam_masks(act, torch.rand(1, 3, 1, 1), return_constant=True, backend="reference")
+    assert constant.all()
+
+
+@pytest.mark.parametrize("device,backend", BACKENDS)
+def test_opcheck(device, backend):
+    op = getattr(torch.ops.camfast, OP + ("_triton" if backend == "triton" else ""))
+    for layout in ("contiguous", "channels_last"):
+        act = in_layout(torch.randn(2, 3, 4, 5, device=device), layout)
+        image = in_layout(torch.rand(2, 3, 7, 6, device=device), layout)
+        for align_corners, feature in [(False, False), (True, True)]:
+            torch.library.opcheck(op, (act, image, align_corners, feature))
+
+
+@pytest.mark.parametrize("device,backend", BACKENDS)
+def test_backward_raises(device, backend):
+    act = torch.randn(1, 2, 3, 3, device=device, requires_grad=True)
+    out = camfast.score_cam_masks(act, torch.rand(1, 3, 5, 5, device=device), backend=backend)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        out.sum().backward()
+
+
+@pytest.mark.parametrize("device,backend", BACKENDS)
+def test_compile_fullgraph(device, backend):
+    act = torch.randn(2, 3, 4, 5, device=device)
+    image = torch.rand(2, 3, 9, 8, device=device)
+
+    def fn(a, im):
+        out, constant = camfast.score_cam_masks(a, im, return_constant=True, backend=backend)
+        return out.sum(dim=(2, 3, 4)), constant
+
+    sums, constant = torch.compile(fn, fullgraph=True)(act, image)
+    expected, expected_constant = reference.score_cam_masks(act, image, return_constant=True)
+    torch.testing.assert_close(sums, expected.sum(dim=(2, 3, 4)))
+    assert torch.equal(constant, expected_constant)
 
 
 BAD_INPUTS = [

@@ -32,8 +32,8 @@ def score_cam_masks(
     same masked input (zeros), so an explainer can score them with one forward pass; their [N, K]
     flags come back with return_constant=True. A map holding NaN gives a NaN mask.
 
-    No gradient is tracked (the masks are explainer inputs); the compiled backends raise if asked
-    to differentiate.
+    The masks are explainer inputs, not differentiable: on the compiled backends a backward
+    through them raises RuntimeError (the reference is plain PyTorch and differentiates).
 
     Args:
         act: Tensor[N, K, h, w] activation maps, any strides (K may be a chunk of the channels).
@@ -57,7 +57,10 @@ def score_cam_masks(
     align_corners = check_flag(align_corners, "align_corners")
     normalize_stage = check_choice(normalize_stage, "normalize_stage", NORMALIZE_STAGES)
     return_constant = check_flag(return_constant, "return_constant")
-    _backend.resolve(backend, act.device)
-    # The compiled kernels land in the next commits; every backend computes the specification.
-    masks, constant = reference.score_cam_masks(act, image, align_corners, normalize_stage, return_constant=True)
+    chosen = _backend.resolve(backend, act.device)
+    if chosen == "reference":
+        masks, constant = reference.score_cam_masks(act, image, align_corners, normalize_stage, return_constant=True)
+    else:
+        op = _backend.op("score_cam_masks", chosen)
+        masks, constant = op(act, image, align_corners, normalize_stage == "feature")
     return (masks, constant) if return_constant else masks
