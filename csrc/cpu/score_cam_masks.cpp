@@ -22,7 +22,8 @@ using scm::Tap;
 
 template <class A> std::vector<Tap<A>> axis_taps(int64_t in, int64_t out, bool align_corners) {
   std::vector<Tap<A>> taps(out);
-  for (int64_t i = 0; i < out; ++i) taps[i] = scm::linear_tap<A>(in, out, align_corners, i);
+  const A scale = scm::source_scale<A>(in, out, align_corners);
+  for (int64_t i = 0; i < out; ++i) taps[i] = scm::linear_tap<A>(in, out, scale, align_corners, i);
   return taps;
 }
 
