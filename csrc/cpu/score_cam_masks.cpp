@@ -50,7 +50,7 @@ template <class T> struct Kernel {
 
   // Map r, each value mapped by s.source() and each row upsampled along W: h rows of W values.
   // F.interpolate interpolates along W within rows first, so every upsampled row is a lerp of
-  // two of these rows, bit for bit the same values.
+  // two of these rows: the same operations, in the same order, as from the four taps per pixel.
   void widen(int64_t r, const MapStats<A>& s, A* row, A* wide) const {
     const T* m = map(r);
     for (int64_t i = 0; i < io.a.h; ++i) {
