@@ -30,6 +30,11 @@ STABLE_TORCH_LIBRARY(camfast, m) {
   // Thresholded average pooling: (out [N, C], threshold [N, C], count [N, C] int32).
   m.def("thresholded_avg_pool2d(Tensor x, float tau) -> (Tensor, Tensor, Tensor)");
   m.def("_thresholded_avg_pool2d_backward(Tensor grad_out, Tensor x, Tensor threshold, Tensor count) -> Tensor");
+
+  // Attention-based dropout: (out like x, selected [N, 1, H, W]: the map x was multiplied by).
+  // drop [N] (bool or uint8) picks each sample's branch: the drop mask, else the importance map.
+  m.def("adl(Tensor x, Tensor drop, float threshold) -> (Tensor, Tensor)");
+  m.def("_adl_backward(Tensor grad_out, Tensor x, Tensor selected, Tensor drop) -> Tensor");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(camfast, CompositeExplicitAutograd, m) {
