@@ -63,8 +63,14 @@ inline BackwardIO prepare_backward(Tensor grad_out, Tensor x, const Tensor& sel,
     STD_TORCH_CHECK(grad_out.size(d) == x.size(d), kOp, ": grad_out must have the shape of x");
   }
   x = with_mergeable_hw(x);
-  grad_out = with_mergeable_hw(grad_out);
   const NCP v = ncp_view(x);
+  // Kernels walk grad_out, x and grad_x in one order: a grad_out laid out otherwise is copied
+  // into x's layout once rather than read across its strides.
+  grad_out = with_mergeable_hw(grad_out);
+  if (ncp_view(grad_out).channels_inner() != v.channels_inner()) {
+    grad_out = torch::stable::contiguous(grad_out, v.channels_inner() ? torch::headeronly::MemoryFormat::ChannelsLast
+                                                                      : torch::headeronly::MemoryFormat::Contiguous);
+  }
   Tensor grad_x = empty_nchw_like(x, v);
   return {grad_out, ncp_view(grad_out), x, v, torch::stable::contiguous(sel), checked_drop(drop, x), grad_x,
           ncp_view(grad_x)};
