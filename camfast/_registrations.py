@@ -68,6 +68,36 @@ def register_score_cam_masks(suffix: str) -> None:
 
 
 REGISTRARS = (register_thresholded_avg_pool2d, register_score_cam_masks)
+def register_adl(suffix: str) -> None:
+    forward = f"camfast::adl{suffix}"
+    backward_name = f"_adl_backward{suffix}"
+
+    @torch.library.register_fake(forward)
+    def _(x, drop, threshold):
+        n, _, h, w = x.shape
+        return empty_nchw_like(x), x.new_empty(n, 1, h, w)
+
+    @torch.library.register_fake(f"camfast::{backward_name}")
+    def _(grad_out, x, selected, drop):
+        return empty_nchw_like(x)
+
+    def setup_context(ctx, inputs, output):
+        x, drop, _threshold = inputs
+        _, selected = output
+        ctx.mark_non_differentiable(selected)
+        # The selected map is all the backward needs besides x: the mask itself in the drop
+        # branch, s = sigmoid(a) in the importance branch.
+        ctx.save_for_backward(x, selected, drop)
+
+    def backward(ctx, grad_out, _grad_selected):
+        x, selected, drop = ctx.saved_tensors
+        return _camfast_op(backward_name)(grad_out, x, selected, drop), None, None
+
+    torch.library.register_autograd(forward, backward, setup_context=setup_context)
+    _forbid_double_backward(f"camfast::{backward_name}")
+
+
+REGISTRARS = (register_thresholded_avg_pool2d, register_adl, register_score_cam_masks)
 
 if _extension.has_cpp("cpu"):
     for _register in REGISTRARS:

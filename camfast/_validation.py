@@ -80,8 +80,8 @@ def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def check_flag(value, name: str) -> bool:
-    """A Python bool (not a tensor or a number standing in for one)."""
+def check_bool(value, name: str) -> bool:
+    """A Python bool (not a tensor or number, whose truth would be ambiguous or silent)."""
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
     return value

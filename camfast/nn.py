@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from . import ops
+from ._validation import check_in_range
 
 
 class ThresholdedAvgPool2d(nn.Module):
@@ -27,3 +28,27 @@ class ThresholdedAvgPool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, flatten={self.flatten}"
+
+
+class ADL(nn.Module):
+    """Attention-based dropout layer (Choe and Shim, CVPR 2019); identity in eval mode.
+
+    Each training call multiplies x by its drop mask (probability drop_rate) or by its importance
+    map sigmoid(mean over channels). See camfast.adl.
+    """
+
+    def __init__(self, drop_rate: float = 0.75, threshold: float = 0.8, per_sample: bool = False,
+                 generator: torch.Generator | None = None, backend: str | None = None):
+        super().__init__()
+        self.drop_rate = check_in_range(drop_rate, "drop_rate", 0.0, 1.0)
+        self.threshold = check_in_range(threshold, "threshold", 0.0, 1.0)
+        self.per_sample = per_sample
+        self.generator = generator
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.adl(x, self.drop_rate, self.threshold, training=self.training, generator=self.generator,
+                       per_sample=self.per_sample, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"drop_rate={self.drop_rate}, threshold={self.threshold}" + (", per_sample=True" if self.per_sample else "")

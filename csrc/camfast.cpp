@@ -34,6 +34,11 @@ STABLE_TORCH_LIBRARY(camfast, m) {
   // Score-CAM masked inputs: (masks [N, K, C, H, W] contiguous, constant-map flags [N, K] bool).
   // Not differentiable (explainer inputs); no backward op.
   m.def("score_cam_masks(Tensor act, Tensor image, bool align_corners, bool normalize_feature) -> (Tensor, Tensor)");
+
+  // Attention-based dropout: (out like x, selected [N, 1, H, W]: the map x was multiplied by).
+  // drop [N] (bool or uint8) picks each sample's branch: the drop mask, else the importance map.
+  m.def("adl(Tensor x, Tensor drop, float threshold) -> (Tensor, Tensor)");
+  m.def("_adl_backward(Tensor grad_out, Tensor x, Tensor selected, Tensor drop) -> Tensor");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(camfast, CompositeExplicitAutograd, m) {

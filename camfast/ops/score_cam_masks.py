@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import _backend, reference
-from .._validation import check_choice, check_flag, check_nchw, check_same_device, check_same_dtype
+from .._validation import check_choice, check_bool, check_nchw, check_same_device, check_same_dtype
 
 NORMALIZE_STAGES = ("upsampled", "feature")
 
@@ -54,9 +54,9 @@ def score_cam_masks(
         raise ValueError(
             f"act and image must have the same batch size N, got {act.shape[0]} and {image.shape[0]}"
         )
-    align_corners = check_flag(align_corners, "align_corners")
+    align_corners = check_bool(align_corners, "align_corners")
     normalize_stage = check_choice(normalize_stage, "normalize_stage", NORMALIZE_STAGES)
-    return_constant = check_flag(return_constant, "return_constant")
+    return_constant = check_bool(return_constant, "return_constant")
     chosen = _backend.resolve(backend, act.device)
     if chosen == "reference":
         masks, constant = reference.score_cam_masks(act, image, align_corners, normalize_stage, return_constant=True)
