@@ -4,8 +4,17 @@ from ._version import __version__
 from . import _backend, _extension, _registrations  # noqa: F401  (loads camfast._C, registers fakes/autograd)
 from . import nn, reference
 from ._config import show_config
-from .ops import thresholded_avg_pool2d
+from .ops import attention_branch_mix, channel_spatial_attention, ggam_loss, thresholded_avg_pool2d
 
 _backend.load_triton_ops()
 
-__all__ = ["__version__", "nn", "reference", "show_config", "thresholded_avg_pool2d"]
+__all__ = [
+    "__version__",
+    "attention_branch_mix",
+    "channel_spatial_attention",
+    "ggam_loss",
+    "nn",
+    "reference",
+    "show_config",
+    "thresholded_avg_pool2d",
+]

@@ -1,6 +1,8 @@
 """Plain, differentiable PyTorch versions of every op: the specification each backend is tested
 against. Each works in float64 and is never edited to fit a kernel."""
 
+from .attention_branch_mix import attention_branch_mix
+from .channel_spatial_attention import channel_spatial_attention
 from .thresholded_avg_pool2d import thresholded_avg_pool2d
 
-__all__ = ["thresholded_avg_pool2d"]
+__all__ = ["attention_branch_mix", "channel_spatial_attention", "thresholded_avg_pool2d"]

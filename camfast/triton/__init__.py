@@ -6,7 +6,7 @@ camfast loads them at import when Triton can run: on CUDA, or on CPU under TRITO
 
 import importlib
 
-STEMS = ("thresholded_avg_pool2d",)
+STEMS = ("thresholded_avg_pool2d", "channel_spatial_attention", "attention_branch_mix")
 
 
 def load_all() -> None:
