@@ -1,7 +1,7 @@
 // ABN's attention mix (1 + m) * g on the CPU: forward and backward, NCHW and channels_last in place.
 //
-// The backward's two sweeps over a block of pixels (grad_m = sum_c d g, then grad_g) run while
-// the block is in L2, so g and the incoming gradient are read from memory once.
+// Forward and backward are one sweep each over blocks of pixels; the backward writes grad_g and
+// sums grad_m = sum_c d g in the same loop.
 #include <tuple>
 #include <vector>
 
@@ -54,15 +54,18 @@ template <class T> void backward(const abn::BackwardIO& io) {
   T* gmp = io.grad_m.mutable_data_ptr<T>();
   cpu::dispatch_unit(cpu::unit_axis({v, dv, o}), [&](auto unit) {
     constexpr Unit U = decltype(unit)::value;
-    cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, 2, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
+    cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, 1, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
       const std::vector<A> k = gains(mp, io.mv, n, p0, p1);
       const auto g = cpu::plane<U>(gp, v, n);
       const auto d = cpu::plane<U>(dp, dv, n);
       const auto gg = cpu::plane<U>(ggp, o, n);
       std::vector<A> r(p1 - p0);
-      cpu::channel_sums<U>(v, p0, p1, r.data(), [&](int64_t c, int64_t p) { return A(d(c, p)) * A(g(c, p)); });
+      cpu::channel_sums<U>(v, p0, p1, r.data(), [&](int64_t c, int64_t p) {
+        const A dcp = A(d(c, p));
+        gg(c, p) = T(k[p - p0] * dcp);
+        return dcp * A(g(c, p));
+      });
       for (int64_t p = p0; p < p1; ++p) gmp[n * v.P + p] = T(r[p - p0]);
-      cpu::for_each_in_block<U>(v, p0, p1, [&](int64_t c, int64_t p) { gg(c, p) = T(k[p - p0] * A(d(c, p))); });
     });
   });
 }

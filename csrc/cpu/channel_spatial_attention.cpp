@@ -102,10 +102,10 @@ template <class T> void backward(const csa::BackwardIO& io, bool softmax) {
       const auto a = cpu::plane<U>(ap, v, n);
       const auto g = cpu::plane<U>(gp, gv, n);
       const auto ga = cpu::plane<U>(gap, o, n);
-      cpu::for_each_in_block<U>(v, p0, p1, [&](int64_t c, int64_t p) {
+      cpu::add_pixel_sums<U>(v, p0, p1, gs, [&](int64_t c, int64_t p) {
         ga(c, p) = T(csa::input_grad(A(g(c, p)), t[p - p0], w[c], u[p - p0]));
+        return u[p - p0] * A(a(c, p));
       });
-      cpu::add_pixel_sums<U>(v, p0, p1, gs, [&](int64_t c, int64_t p) { return u[p - p0] * A(a(c, p)); });
     };
     if (!softmax) {
       // grad_s gets one partial sum per block, added up in a fixed order afterwards.

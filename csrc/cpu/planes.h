@@ -54,7 +54,8 @@ template <Unit U> bool channels_innermost(const NCP& v) {
   return U == Unit::channel || (U == Unit::none && v.channels_inner());
 }
 
-// sum[i] = sum_c term(c, p0 + i) for the pixels [p0, p1) of one sample.
+// sum[i] = sum_c term(c, p0 + i) for the pixels [p0, p1) of one sample. term may also write
+// the element (c, p) of an output: the sweep then does both while each value is in a register.
 template <Unit U, class A, class F>
 void channel_sums(const NCP& v, int64_t p0, int64_t p1, A* sum, const F& term) {
   if (channels_innermost<U>(v)) {
@@ -73,7 +74,8 @@ void channel_sums(const NCP& v, int64_t p0, int64_t p1, A* sum, const F& term) {
   }
 }
 
-// sum[c] += sum_p term(c, p) over the pixels [p0, p1) of one sample, for every channel c.
+// sum[c] += sum_p term(c, p) over the pixels [p0, p1) of one sample, for every channel c; term
+// may also write the element (c, p) of an output.
 template <Unit U, class A, class F>
 void add_pixel_sums(const NCP& v, int64_t p0, int64_t p1, A* sum, const F& term) {
   if (channels_innermost<U>(v)) {
