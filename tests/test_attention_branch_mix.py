@@ -142,3 +142,11 @@ def test_attention_branch_with_a_body():
     branch = camfast.nn.AttentionBranch(12, num_classes=5, body=body)
     out, logits = branch(torch.randn(2, 8, 6, 6))
     assert out.shape == (2, 8, 6, 6) and logits.shape == (2, 5)
+
+
+def test_many_pixel_blocks_per_sample():
+    """2048 float64 channels: the CPU kernels split each 12x13 map into several pixel blocks."""
+    g = torch.randn(2, 2048, 12, 13, dtype=torch.float64)
+    m = torch.rand(2, 1, 12, 13, dtype=torch.float64)
+    for layout in ("contiguous", "channels_last"):
+        assert_matches_reference(mix("cpp"), ref, in_layout(g, layout), m)

@@ -213,3 +213,12 @@ def test_ggam_loss_paper_form_options():
     torch.testing.assert_close(camfast.ggam_loss(s, grad_weights, symmetric=True, sigmoid=True), both)
     with pytest.raises(ValueError, match=r"grad_weights must have shape \[N, C\] of s"):
         camfast.ggam_loss(s, grad_weights[:, :4])
+
+
+@pytest.mark.parametrize("spatial", SPATIAL)
+def test_many_pixel_blocks_per_sample(spatial):
+    """2048 float64 channels: the CPU kernels split each 12x13 map into several pixel blocks."""
+    a = torch.randn(2, 2048, 12, 13, dtype=torch.float64)
+    s = channel_softmax(2, 2048, "cpu", torch.float64)
+    for layout in ("contiguous", "channels_last"):
+        assert_matches_reference(csa("cpp", spatial), ref(spatial), in_layout(a, layout), s)

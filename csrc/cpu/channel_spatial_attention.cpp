@@ -1,7 +1,7 @@
 // GGAM channel-spatial attention on the CPU: forward and backward, NCHW and channels_last in place.
 //
 // Sigmoid: one task per block of pixels of one sample, sized by pixels_per_block so that the
-// block stays in L2 between its two sweeps (the channel sums, then the writes): a is read from
+// block stays in cache between its two sweeps (the channel sums, then the writes): a is read from
 // memory once. Softmax needs every z of a sample before any t, so its tasks are whole samples.
 #include <cmath>
 #include <tuple>
