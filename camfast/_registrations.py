@@ -67,7 +67,6 @@ def register_score_cam_masks(suffix: str) -> None:
     torch.library.register_autograd(qualname, backward)
 
 
-REGISTRARS = (register_thresholded_avg_pool2d, register_score_cam_masks)
 def register_adl(suffix: str) -> None:
     forward = f"camfast::adl{suffix}"
     backward_name = f"_adl_backward{suffix}"
@@ -92,12 +91,72 @@ def register_adl(suffix: str) -> None:
     def backward(ctx, grad_out, _grad_selected):
         x, selected, drop = ctx.saved_tensors
         return _camfast_op(backward_name)(grad_out, x, selected, drop), None, None
+def register_channel_spatial_attention(suffix: str) -> None:
+    forward = f"camfast::channel_spatial_attention{suffix}"
+    backward_name = f"_channel_spatial_attention_backward{suffix}"
+
+    @torch.library.register_fake(forward)
+    def _(a, s, softmax):
+        n, _, h, w = a.shape
+        stats = torch.float64 if a.dtype == torch.float64 else torch.float32
+        return empty_nchw_like(a), a.new_empty(n, 1, h, w, dtype=stats)
+
+    @torch.library.register_fake(f"camfast::{backward_name}")
+    def _(grad_out, a, s, t, softmax):
+        return empty_nchw_like(a), s.new_empty(a.shape[:2])
+
+    def setup_context(ctx, inputs, output):
+        a, s, ctx.softmax = inputs
+        _, t = output
+        ctx.mark_non_differentiable(t)
+        ctx.save_for_backward(a, s, t)
+
+    def backward(ctx, grad_out, _grad_t):
+        a, s, t = ctx.saved_tensors
+        grad_a, grad_s = _camfast_op(backward_name)(grad_out, a, s, t, ctx.softmax)
+        return grad_a, grad_s, None
 
     torch.library.register_autograd(forward, backward, setup_context=setup_context)
     _forbid_double_backward(f"camfast::{backward_name}")
 
 
-REGISTRARS = (register_thresholded_avg_pool2d, register_adl, register_score_cam_masks)
+REGISTRARS = (
+    register_adl,
+    register_attention_branch_mix,
+    register_channel_spatial_attention,
+    register_score_cam_masks,
+    register_thresholded_avg_pool2d,
+)
+def register_attention_branch_mix(suffix: str) -> None:
+    forward = f"camfast::attention_branch_mix{suffix}"
+    backward_name = f"_attention_branch_mix_backward{suffix}"
+
+    @torch.library.register_fake(forward)
+    def _(g, m):
+        return empty_nchw_like(g)
+
+    @torch.library.register_fake(f"camfast::{backward_name}")
+    def _(grad_out, g, m):
+        return empty_nchw_like(g), m.new_empty(m.shape)
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def backward(ctx, grad_out):
+        g, m = ctx.saved_tensors
+        return _camfast_op(backward_name)(grad_out, g, m)
+
+    torch.library.register_autograd(forward, backward, setup_context=setup_context)
+    _forbid_double_backward(f"camfast::{backward_name}")
+
+
+REGISTRARS = (
+    register_adl,
+    register_attention_branch_mix,
+    register_channel_spatial_attention,
+    register_score_cam_masks,
+    register_thresholded_avg_pool2d,
+)
 
 if _extension.has_cpp("cpu"):
     for _register in REGISTRARS:

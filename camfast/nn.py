@@ -52,3 +52,57 @@ class ADL(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_rate={self.drop_rate}, threshold={self.threshold}" + (", per_sample=True" if self.per_sample else "")
+class ChannelSpatialAttention(nn.Module):
+    """GGAM's channel-spatial attention module (the authors' Spatial_SEModule).
+
+    Channel attention s = softmax_c(conv1x1(relu(conv1x1(GAP(a))))), both 1x1 convs with bias
+    (channels -> channels // reduction -> channels), then camfast.channel_spatial_attention(a, s).
+    The last s, Tensor[N, C] (not detached), is kept as `self.s` for camfast.ggam_loss.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, spatial: str = "sigmoid", backend: str | None = None):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
+        self.spatial = spatial
+        self.backend = backend
+        self.s: torch.Tensor | None = None
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        pooled = a.mean(dim=(2, 3), keepdim=True)
+        self.s = torch.softmax(self.fc2(torch.relu(self.fc1(pooled))), dim=1).flatten(1)
+        return ops.channel_spatial_attention(a, self.s, self.spatial, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"spatial={self.spatial!r}"
+
+
+class AttentionBranch(nn.Module):
+    """The attention branch of ABN (Fukui et al., CVPR 2019), as in the authors' ResNet.
+
+    From features x [N, in_channels, H, W] (after the optional `body`, the authors' att_layer4):
+    h = relu(BN(conv1x1(BN(x)) -> num_classes)); the attention map m = sigmoid(BN(conv3x3(h) -> 1))
+    and the attention logits = GAP(conv1x1(h)). forward returns ((1 + m) * x, logits) with the
+    fused camfast.attention_branch_mix; m [N, 1, H, W] (not detached) is kept as `self.attention`.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, body: nn.Module | None = None,
+                 backend: str | None = None):
+        super().__init__()
+        self.body = body
+        self.bn_att = nn.BatchNorm2d(in_channels)
+        self.att_conv = nn.Conv2d(in_channels, num_classes, kernel_size=1, bias=False)
+        self.bn_att2 = nn.BatchNorm2d(num_classes)
+        self.att_conv2 = nn.Conv2d(num_classes, num_classes, kernel_size=1, bias=False)
+        self.att_conv3 = nn.Conv2d(num_classes, 1, kernel_size=3, padding=1, bias=False)
+        self.bn_att3 = nn.BatchNorm2d(1)
+        self.backend = backend
+        self.attention: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.bn_att(self.body(x) if self.body is not None else x)
+        h = torch.relu(self.bn_att2(self.att_conv(h)))
+        self.attention = torch.sigmoid(self.bn_att3(self.att_conv3(h)))
+        logits = self.att_conv2(h).mean(dim=(2, 3))
+        return ops.attention_branch_mix(x, self.attention, backend=self.backend), logits

@@ -39,6 +39,15 @@ STABLE_TORCH_LIBRARY(camfast, m) {
   // drop [N] (bool or uint8) picks each sample's branch: the drop mask, else the importance map.
   m.def("adl(Tensor x, Tensor drop, float threshold) -> (Tensor, Tensor)");
   m.def("_adl_backward(Tensor grad_out, Tensor x, Tensor selected, Tensor drop) -> Tensor");
+
+  // GGAM channel-spatial attention: (out [N, C, H, W], attention map t [N, 1, H, W] float32/64).
+  m.def("channel_spatial_attention(Tensor a, Tensor s, bool softmax) -> (Tensor, Tensor)");
+  m.def("_channel_spatial_attention_backward(Tensor grad_out, Tensor a, Tensor s, Tensor t, bool softmax) "
+        "-> (Tensor, Tensor)");
+
+  // ABN attention mix (1 + m) * g; the backward needs only the inputs.
+  m.def("attention_branch_mix(Tensor g, Tensor m) -> Tensor");
+  m.def("_attention_branch_mix_backward(Tensor grad_out, Tensor g, Tensor m) -> (Tensor, Tensor)");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(camfast, CompositeExplicitAutograd, m) {

@@ -2,7 +2,9 @@
 against. Each works in float64 and is never edited to fit a kernel."""
 
 from .adl import adl
+from .attention_branch_mix import attention_branch_mix
+from .channel_spatial_attention import channel_spatial_attention
 from .score_cam_masks import score_cam_masks
 from .thresholded_avg_pool2d import thresholded_avg_pool2d
 
-__all__ = ["adl", "score_cam_masks", "thresholded_avg_pool2d"]
+__all__ = ["adl", "attention_branch_mix", "channel_spatial_attention", "score_cam_masks", "thresholded_avg_pool2d"]
