@@ -91,6 +91,11 @@ def register_adl(suffix: str) -> None:
     def backward(ctx, grad_out, _grad_selected):
         x, selected, drop = ctx.saved_tensors
         return _camfast_op(backward_name)(grad_out, x, selected, drop), None, None
+
+    torch.library.register_autograd(forward, backward, setup_context=setup_context)
+    _forbid_double_backward(f"camfast::{backward_name}")
+
+
 def register_channel_spatial_attention(suffix: str) -> None:
     forward = f"camfast::channel_spatial_attention{suffix}"
     backward_name = f"_channel_spatial_attention_backward{suffix}"
@@ -120,13 +125,6 @@ def register_channel_spatial_attention(suffix: str) -> None:
     _forbid_double_backward(f"camfast::{backward_name}")
 
 
-REGISTRARS = (
-    register_adl,
-    register_attention_branch_mix,
-    register_channel_spatial_attention,
-    register_score_cam_masks,
-    register_thresholded_avg_pool2d,
-)
 def register_attention_branch_mix(suffix: str) -> None:
     forward = f"camfast::attention_branch_mix{suffix}"
     backward_name = f"_attention_branch_mix_backward{suffix}"

@@ -52,6 +52,8 @@ class ADL(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_rate={self.drop_rate}, threshold={self.threshold}" + (", per_sample=True" if self.per_sample else "")
+
+
 class ChannelSpatialAttention(nn.Module):
     """GGAM's channel-spatial attention module (the authors' Spatial_SEModule).
 
