@@ -144,6 +144,8 @@ def score_cam_masks_triton(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     image = with_mergeable_hw(image)
     n, k, h, w = act.shape
+    if h == 0 or w == 0:  # every output pixel reads its taps from the map (the wrapper checks first)
+        raise ValueError(f"act must have h > 0 and w > 0, got shape {tuple(act.shape)}")
     c, H, W = image.shape[1:]
     out = act.new_empty(n, k, c, H, W)
     constant = act.new_empty(n, k, dtype=torch.bool)
