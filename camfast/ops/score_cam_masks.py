@@ -32,9 +32,10 @@ def score_cam_masks(
     explainer can score them with one forward pass; their [N, K] flags come back with
     return_constant=True. A map is constant when max A == min A, or, at the "upsampled" stage,
     max up == min up (the authors test only up, where F.interpolate's rounding can leave a few ulps
-    of noise on a constant A, e.g. on every 1x1 map). A map holding NaN gives a NaN mask. A map
-    whose range is a few ulps is normalised as it is: its mask amplifies rounding, so backends
-    can differ there.
+    of noise on a constant A, e.g. on every 1x1 map). A map holding NaN gives a NaN mask. When
+    neither axis shrinks (the Score-CAM setting), up is constant exactly when A is; when one does,
+    a map can upsample to one that is constant in exact arithmetic but not after rounding, whose
+    mask amplifies rounding noise that differs between backends.
 
     The masks are explainer inputs, not differentiable: on the compiled backends a backward
     through them raises RuntimeError (the reference is plain PyTorch and differentiates).
