@@ -160,6 +160,13 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.parametrize("device,backend", BACKENDS)
+def test_ops_guard_empty_maps_when_called_directly(device, backend):
+    op = getattr(torch.ops.camfast, OP + ("_triton" if backend == "triton" else ""))
+    with pytest.raises((RuntimeError, ValueError), match="h > 0 and w > 0"):
+        op(torch.randn(1, 2, 0, 3, device=device), torch.rand(1, 3, 4, 4, device=device), False, False)
+
+
 @pytest.mark.parametrize("backend", ["reference", *[p.values[1] for p in BACKENDS]])
 @pytest.mark.parametrize("make,kwargs,error,message", BAD_INPUTS)
 def test_bad_input_same_error_on_every_backend(backend, make, kwargs, error, message):

@@ -28,9 +28,14 @@ def score_cam_masks(
         normalize_stage="feature"   (torch-cam):      M = upsample((A - min A) / (max A - min A))
         out[n, k] = M * image[n]
 
-    A constant map (max == min where it is normalised) gives M = 0: all constant maps give the
-    same masked input (zeros), so an explainer can score them with one forward pass; their [N, K]
-    flags come back with return_constant=True. A map holding NaN gives a NaN mask.
+    A constant map gives M = 0: all constant maps give the same masked input (zeros), so an
+    explainer can score them with one forward pass; their [N, K] flags come back with
+    return_constant=True. A map is constant when max A == min A, or, at the "upsampled" stage,
+    max up == min up (the authors test only up, where F.interpolate's rounding can leave a few ulps
+    of noise on a constant A, e.g. on every 1x1 map). A map holding NaN gives a NaN mask. When
+    neither axis shrinks (the Score-CAM setting), up is constant exactly when A is; when one does,
+    a map can upsample to one that is constant in exact arithmetic but not after rounding, whose
+    mask amplifies rounding noise that differs between backends.
 
     The masks are explainer inputs, not differentiable: on the compiled backends a backward
     through them raises RuntimeError (the reference is plain PyTorch and differentiates).
