@@ -29,10 +29,11 @@ def _channel_sums_kernel(x_ptr, y_ptr, drop_ptr, sel_ptr, shift_ptr, C, P, s_n, 
     for c0 in range(0, C, BLOCK_C):
         cs = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
         ok = (cs < C)[:, None] & p_ok[None, :]
+        if BACKWARD:  # the drop branch's gradient needs no sums
+            ok = ok & ~drop
         v = tl.load(x_ptr + n * s_n + cs[:, None] * s_c + ps.to(tl.int64)[None, :] * s_p, mask=ok, other=0.0).to(ACC)
         if BACKWARD:
-            g = tl.load(y_ptr + n * y_n + cs[:, None] * y_c + ps.to(tl.int64)[None, :] * y_p, mask=ok & ~drop,
-                        other=0.0)
+            g = tl.load(y_ptr + n * y_n + cs[:, None] * y_c + ps.to(tl.int64)[None, :] * y_p, mask=ok, other=0.0)
             v *= g.to(ACC)
         total += tl.sum(v, axis=0)
     map_ptrs = sel_ptr + n * P + ps
