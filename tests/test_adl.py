@@ -108,6 +108,20 @@ def test_grad_out_in_any_layout(device, backend):
 
 
 @pytest.mark.parametrize("device,backend", [p for p in BACKENDS if p.values[1] == "cpp"])
+def test_fewer_samples_than_threads(device, backend):
+    """The CPU forward splits samples into pixel blocks when threads outnumber samples."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        for layout in ("contiguous", "channels_last"):
+            x = in_layout(torch.randn(3, 70, 30, 30, device=device), layout)
+            for use_drop in branches(3, device):
+                assert_matches_reference(fused(backend, use_drop), ref(as_flags(use_drop, 3, device)), x)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("device,backend", [p for p in BACKENDS if p.values[1] == "cpp"])
 def test_outputs_past_the_huge_page_size(device, backend):
     """Outputs of 32 MB and more take the CPU's huge-page path (csrc/cpu/memory.h)."""
     x = torch.randn(2, 1024, 64, 64, device=device)

@@ -2,8 +2,8 @@
 //
 // Work goes by blocks of pixels across all channels, sized to stay in L2: the channel sums of a
 // block and then its output reuse the same cache lines, so the importance branch reads x from
-// memory once. The drop branch needs each sample's maximum before any output; a task holds one
-// whole sample so that its second pass finds x[n] still in cache.
+// memory once. The drop branch needs each sample's maximum before any output; with at least as
+// many samples as threads a task holds one whole sample, so its second pass finds x[n] in cache.
 #include <algorithm>
 #include <tuple>
 
@@ -100,33 +100,38 @@ void scale_block(const T* in, W iw, T* out, W ow, int64_t C, int64_t p0, int64_t
   }
 }
 
-// One sample: sel[p] and out = x * sel. sel holds the mean map until the drop mask replaces it.
+// Pixels [p0, p0 + np) of one sample: sel = the channel mean (drop branch, until the mask
+// replaces it) or its sigmoid; the importance branch also writes out, while the block is in cache.
 template <class T, class W>
-void forward_sample(const T* x, W xw, T* out, W ow, T* sel, const NCP& v, bool drop, double ratio) {
+void forward_block(const T* x, W xw, T* out, W ow, T* sel, const NCP& v, bool drop, int64_t p0, int64_t np) {
   using A = acc_t<T>;
-  const int64_t block = pixel_block(v, sizeof(T));
   A scale[kMaxBlock];
   const A zero[kMaxBlock] = {};
-  for (int64_t p0 = 0; p0 < v.P; p0 += block) {
-    const int64_t np = std::min(block, v.P - p0);
-    channel_sums<false>(x, xw, x, xw, v.C, p0, np, scale);
-    for (int64_t i = 0; i < np; ++i) {
-      const T a = adl::channel_mean<T>(scale[i], v.C);
-      sel[p0 + i] = drop ? a : adl::importance(a);
-      scale[i] = A(sel[p0 + i]);
-    }
-    if (!drop) scale_block(x, xw, out, ow, v.C, p0, np, scale, zero);  // while the block is in cache
+  channel_sums<false>(x, xw, x, xw, v.C, p0, np, scale);
+  for (int64_t i = 0; i < np; ++i) {
+    const T a = adl::channel_mean<T>(scale[i], v.C);
+    sel[p0 + i] = drop ? a : adl::importance(a);
+    scale[i] = A(sel[p0 + i]);
   }
-  if (!drop) return;
-  NanMax<A> m;
-  for (int64_t p = 0; p < v.P; ++p) m.add(A(sel[p]));
+  if (!drop) scale_block(x, xw, out, ow, v.C, p0, np, scale, zero);
+}
+
+// A drop sample's map: its mean a becomes [a < ratio * max a].
+template <class T> void make_mask(T* sel, int64_t P, double ratio) {
+  NanMax<acc_t<T>> m;
+  for (int64_t p = 0; p < P; ++p) m.add(acc_t<T>(sel[p]));
   const T t = adl::threshold<T>(m.result(), ratio);
-  for (int64_t p = 0; p < v.P; ++p) sel[p] = adl::drop_mask(sel[p], t);
-  for (int64_t p0 = 0; p0 < v.P; p0 += block) {
-    const int64_t np = std::min(block, v.P - p0);
-    for (int64_t i = 0; i < np; ++i) scale[i] = A(sel[p0 + i]);
-    scale_block(x, xw, out, ow, v.C, p0, np, scale, zero);
-  }
+  for (int64_t p = 0; p < P; ++p) sel[p] = adl::drop_mask(sel[p], t);
+}
+
+// The drop branch's output for pixels [p0, p0 + np) of one sample, once sel holds the mask.
+template <class T, class W>
+void drop_block(const T* x, W xw, T* out, W ow, const T* sel, const NCP& v, int64_t p0, int64_t np) {
+  using A = acc_t<T>;
+  A scale[kMaxBlock];
+  const A zero[kMaxBlock] = {};
+  for (int64_t i = 0; i < np; ++i) scale[i] = A(sel[p0 + i]);
+  scale_block(x, xw, out, ow, v.C, p0, np, scale, zero);
 }
 
 template <class T> void forward(const adl::ForwardIO& io, double ratio) {
@@ -136,12 +141,31 @@ template <class T> void forward(const adl::ForwardIO& io, double ratio) {
   cpu::advise_huge_pages(op, io.out.numel() * int64_t(sizeof(T)));
   T* sp = io.sel.mutable_data_ptr<T>();
   const auto* dp = static_cast<const uint8_t*>(io.drop.const_data_ptr());
+  const int64_t block = pixel_block(v, sizeof(T));
   dispatch_walk({v, o}, [&](auto tag) {
     using W = decltype(tag);
-    // One sample per task: a training batch has at least as many samples as threads.
+    const auto first = [&](int64_t n, int64_t p0, int64_t p1) {
+      forward_block(xp + n * v.sN, W(v), op + n * o.sN, W(o), sp + n * v.P, v, dp[n] != 0, p0, p1 - p0);
+    };
+    const auto second = [&](int64_t n, int64_t p0, int64_t p1) {
+      if (dp[n]) drop_block(xp + n * v.sN, W(v), op + n * o.sN, W(o), sp + n * v.P, v, p0, p1 - p0);
+    };
+    if (v.N < int64_t(torch::stable::get_num_threads())) {
+      // Fewer samples than threads: blocks of pixels in parallel, in two rounds around the masks.
+      cpu::parallel_pixel_blocks(v, block, first);
+      for (int64_t n = 0; n < v.N; ++n) {
+        if (dp[n]) make_mask(sp + n * v.P, v.P, ratio);
+      }
+      cpu::parallel_pixel_blocks(v, block, second);
+      return;
+    }
+    // One sample per task, so that the drop branch's second pass finds x[n] still in cache.
     torch::stable::parallel_for(0, v.N, 1, [&](int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; ++n) {
-        forward_sample(xp + n * v.sN, W(v), op + n * o.sN, W(o), sp + n * v.P, v, dp[n] != 0, ratio);
+        for (int64_t p0 = 0; p0 < v.P; p0 += block) first(n, p0, std::min(v.P, p0 + block));
+        if (!dp[n]) continue;
+        make_mask(sp + n * v.P, v.P, ratio);
+        for (int64_t p0 = 0; p0 < v.P; p0 += block) second(n, p0, std::min(v.P, p0 + block));
       }
     });
   });

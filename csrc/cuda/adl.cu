@@ -107,23 +107,18 @@ __global__ void drop_mask(T* sel, int64_t P, const uint8_t* __restrict__ drop, d
   for (int64_t p = threadIdx.x; p < P; p += kThreads) row[p] = adl::drop_mask(row[p], t);
 }
 
-// out = in * sel (+ shift), sel and shift per pixel; threads walk out's memory order (channels
-// innermost when out is channels_last).
+// out = in * sel (+ shift), sel and shift per pixel. One block per row of out's innermost axis:
+// the pixels of one (n, c) in NCHW, the channels of one (n, p) in channels_last, so the index
+// arithmetic is one division per block, not per element.
 template <class T>
 __global__ void scale(const T* __restrict__ in, NCP v, const T* __restrict__ sel, const acc_t<T>* __restrict__ shift,
                       T* out, NCP o, bool channels_inner) {
   using A = acc_t<T>;
-  const int64_t total = v.N * v.C * v.P;
-  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < total; i += int64_t(gridDim.x) * kThreads) {
-    int64_t c, p;
-    const int64_t n = i / (v.C * v.P), r = i % (v.C * v.P);
-    if (channels_inner) {
-      p = r / v.C;
-      c = r % v.C;
-    } else {
-      c = r / v.P;
-      p = r % v.P;
-    }
+  const int64_t rows_per_sample = channels_inner ? v.P : v.C;
+  const int64_t n = blockIdx.x / rows_per_sample, r = blockIdx.x % rows_per_sample;
+  const int64_t length = channels_inner ? v.C : v.P;
+  for (int64_t e = threadIdx.x; e < length; e += kThreads) {
+    const int64_t c = channels_inner ? e : r, p = channels_inner ? r : e;
     const int64_t pixel = n * v.P + p;
     out[n * o.sN + c * o.sC + p * o.sP] =
         adl::scaled<T>(A(in[n * v.sN + c * v.sC + p * v.sP]), A(sel[pixel]), shift ? shift[pixel] : A(0));
@@ -146,9 +141,9 @@ void launch_sums(const T* x, const NCP& v, const T* y, const NCP& yv, const uint
 template <class T>
 void launch_scale(const T* in, const NCP& v, const T* sel, const acc_t<T>* shift, T* out, const NCP& o,
                   cudaStream_t stream) {
-  // Enough blocks to fill any current GPU; the grid-stride loop covers the rest.
-  const int64_t blocks = std::min<int64_t>(cuda::ceil_div(v.N * v.C * v.P, kThreads), int64_t(1) << 16);
-  scale<T><<<unsigned(blocks), kThreads, 0, stream>>>(in, v, sel, shift, out, o, o.channels_inner());
+  const bool channels_inner = o.channels_inner();
+  const int64_t rows = v.N * (channels_inner ? v.P : v.C);
+  scale<T><<<unsigned(rows), kThreads, 0, stream>>>(in, v, sel, shift, out, o, channels_inner);
 }
 
 std::tuple<Tensor, Tensor> adl_cuda(Tensor x, Tensor drop, double threshold) {
