@@ -59,7 +59,12 @@ class ChannelSpatialAttention(nn.Module):
 
     Channel attention s = softmax_c(conv1x1(relu(conv1x1(GAP(a))))), both 1x1 convs with bias
     (channels -> channels // reduction -> channels), then camfast.channel_spatial_attention(a, s).
-    The last s, Tensor[N, C] (not detached), is kept as `self.s` for camfast.ggam_loss.
+    The last s, Tensor[N, C] (not detached), is kept as `self.s` for camfast.ggam_loss, whose
+    Grad-CAM weights are, as in the authors' training step, the spatial means of the gradient of
+    the top predicted logits with respect to this module's output `out`:
+
+        w = torch.autograd.grad(logits.max(1).values.sum(), out, retain_graph=True)[0].mean((2, 3))
+        loss = cross_entropy(logits, labels) + camfast.ggam_loss(module.s, w)
     """
 
     def __init__(self, channels: int, reduction: int = 16, spatial: str = "sigmoid", backend: str | None = None):

@@ -222,3 +222,15 @@ def test_many_pixel_blocks_per_sample(spatial):
     s = channel_softmax(2, 2048, "cpu", torch.float64)
     for layout in ("contiguous", "channels_last"):
         assert_matches_reference(csa("cpp", spatial), ref(spatial), in_layout(a, layout), s)
+
+
+def test_training_step_as_in_the_module_docstring():
+    """The authors' step: Grad-CAM weights of the top logits w.r.t. the output, then CE + KL."""
+    module = camfast.nn.ChannelSpatialAttention(32, reduction=8)
+    head = torch.nn.Linear(32, 5)
+    out = module(torch.rand(4, 32, 6, 6))
+    logits = head(out.amax(dim=(2, 3)))
+    w = torch.autograd.grad(logits.max(1).values.sum(), out, retain_graph=True)[0].mean((2, 3))
+    loss = torch.nn.functional.cross_entropy(logits, torch.arange(4)) + camfast.ggam_loss(module.s, w)
+    loss.backward()
+    assert torch.isfinite(module.fc1.weight.grad).all() and module.fc1.weight.grad.abs().sum() > 0

@@ -35,7 +35,7 @@ template <class T> void forward(const abn::ForwardIO& io) {
   T* op = io.out.mutable_data_ptr<T>();
   cpu::dispatch_unit(cpu::unit_axis({v, o}), [&](auto unit) {
     constexpr Unit U = decltype(unit)::value;
-    cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, 1, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
+    cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
       const std::vector<A> k = gains(mp, io.mv, n, p0, p1);
       const auto g = cpu::plane<U>(gp, v, n);
       const auto out = cpu::plane<U>(op, o, n);
@@ -54,7 +54,7 @@ template <class T> void backward(const abn::BackwardIO& io) {
   T* gmp = io.grad_m.mutable_data_ptr<T>();
   cpu::dispatch_unit(cpu::unit_axis({v, dv, o}), [&](auto unit) {
     constexpr Unit U = decltype(unit)::value;
-    cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, 1, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
+    cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
       const std::vector<A> k = gains(mp, io.mv, n, p0, p1);
       const auto g = cpu::plane<U>(gp, v, n);
       const auto d = cpu::plane<U>(dp, dv, n);

@@ -59,7 +59,7 @@ template <class T> void forward(const csa::ForwardIO& io, bool softmax) {
       cpu::for_each_in_block<U>(v, p0, p1, [&](int64_t c, int64_t p) { out(c, p) = T(A(a(c, p)) * t[p - p0]); });
     };
     if (!softmax) {
-      cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, 1, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
+      cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
         const std::vector<A> w = weights_of(sp, io.w, n, v.C);
         A* t = tp + n * v.P + p0;
         channel_sums(n, w.data(), p0, p1, t);
@@ -109,7 +109,7 @@ template <class T> void backward(const csa::BackwardIO& io, bool softmax) {
     };
     if (!softmax) {
       // grad_s gets one partial sum per block, added up in a fixed order afterwards.
-      const int64_t block = cpu::pixels_per_block(v, 2, sizeof(T));
+      const int64_t block = cpu::pixels_per_block(v, sizeof(T));
       const int64_t blocks = (v.P + block - 1) / block;
       std::vector<A> partial(v.N * blocks * v.C, A(0));
       cpu::parallel_pixel_blocks(v, block, [&](int64_t n, int64_t p0, int64_t p1) {

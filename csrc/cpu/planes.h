@@ -108,13 +108,13 @@ template <Unit U, class F> void for_each_in_block(const NCP& v, int64_t p0, int6
   }
 }
 
-// Pixels per task such that `streams` planes of that many pixels (all channels) fit in ~2 MB, the
-// core's L2 plus its share of L3: a block read twice (once to reduce over channels, once to
-// write) comes from memory once. On the 2-core CI machine L2-sized blocks (256 KB) were slower:
-// their short runs along each NCHW row defeat the prefetcher (benchmarks/NOTES.md, GGAM).
-inline int64_t pixels_per_block(const NCP& v, int64_t streams, int64_t elem_bytes) {
+// Pixels per task: blocks of ~2 MB per tensor read (all channels), so that a block read twice
+// (once to reduce over channels, once to write) comes from cache the second time, while NCHW
+// rows stay long. Long rows matter more than L2 residency on the CI machine: splitting 784-pixel
+// rows into blocks of 512 and 272 made the GGAM backward 1.5x slower (benchmarks/NOTES.md).
+inline int64_t pixels_per_block(const NCP& v, int64_t elem_bytes) {
   constexpr int64_t kBlockBytes = 2 << 20;
-  const int64_t pixels = kBlockBytes / std::max<int64_t>(1, v.C * streams * elem_bytes);
+  const int64_t pixels = kBlockBytes / std::max<int64_t>(1, v.C * elem_bytes);
   return std::clamp<int64_t>(pixels / 16 * 16, 16, 4096);
 }
 
