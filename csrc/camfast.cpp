@@ -30,6 +30,15 @@ STABLE_TORCH_LIBRARY(camfast, m) {
   // Thresholded average pooling: (out [N, C], threshold [N, C], count [N, C] int32).
   m.def("thresholded_avg_pool2d(Tensor x, float tau) -> (Tensor, Tensor, Tensor)");
   m.def("_thresholded_avg_pool2d_backward(Tensor grad_out, Tensor x, Tensor threshold, Tensor count) -> Tensor");
+
+  // Spatial softmax and soft-argmax: (out, row_max [N, C], row_sum [N, C]), the statistics in
+  // float32 (float64 for float64 x): max of x / T and sum of exp(x / T - max).
+  m.def("spatial_softmax2d(Tensor x, float temperature) -> (Tensor, Tensor, Tensor)");
+  m.def("_spatial_softmax2d_backward(Tensor grad_out, Tensor x, Tensor row_max, Tensor row_sum, "
+        "float temperature) -> Tensor");
+  m.def("spatial_soft_argmax2d(Tensor x, float temperature, bool normalized_coordinates) -> (Tensor, Tensor, Tensor)");
+  m.def("_spatial_soft_argmax2d_backward(Tensor grad_out, Tensor x, Tensor out, Tensor row_max, Tensor row_sum, "
+        "float temperature, bool normalized_coordinates) -> Tensor");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(camfast, CompositeExplicitAutograd, m) {
