@@ -52,7 +52,7 @@ def register_thresholded_avg_pool2d(suffix: str) -> None:
     _forbid_double_backward(f"camfast::{backward_name}")
 
 
-def _row_stats(x):
+def row_stats_like(x):
     """Empty row max and row sum, [N, C] in the accumulation dtype (float64 only for float64 x)."""
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     n, c = x.shape[:2]
@@ -69,7 +69,7 @@ def register_spatial_softmax2d(suffix: str) -> None:
 
     @torch.library.register_fake(softmax)
     def _(x, temperature):
-        return (empty_nchw_like(x), *_row_stats(x))
+        return (empty_nchw_like(x), *row_stats_like(x))
 
     @torch.library.register_fake(f"camfast::{softmax_backward}")
     def _(grad_out, x, row_max, row_sum, temperature):
@@ -77,7 +77,8 @@ def register_spatial_softmax2d(suffix: str) -> None:
 
     @torch.library.register_fake(argmax)
     def _(x, temperature, normalized_coordinates):
-        return (x.new_empty(*x.shape[:2], 2), *_row_stats(x))
+        row_max, row_sum = row_stats_like(x)
+        return row_max.new_empty(*x.shape[:2], 2), row_max, row_sum
 
     @torch.library.register_fake(f"camfast::{argmax_backward}")
     def _(grad_out, x, out, row_max, row_sum, temperature, normalized_coordinates):

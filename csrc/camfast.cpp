@@ -31,11 +31,13 @@ STABLE_TORCH_LIBRARY(camfast, m) {
   m.def("thresholded_avg_pool2d(Tensor x, float tau) -> (Tensor, Tensor, Tensor)");
   m.def("_thresholded_avg_pool2d_backward(Tensor grad_out, Tensor x, Tensor threshold, Tensor count) -> Tensor");
 
-  // Spatial softmax and soft-argmax: (out, row_max [N, C], row_sum [N, C]), the statistics in
-  // float32 (float64 for float64 x): max of x / T and sum of exp(x / T - max).
+  // Spatial softmax and soft-argmax: (out, row_max [N, C], row_sum [N, C]), the statistics in the
+  // accumulation dtype (float32, float64 for float64 x): max of x / T and sum of exp(x / T - max).
+  // The soft-argmax's out, (E_x, E_y) as [N, C, 2], is in the accumulation dtype too.
   m.def("spatial_softmax2d(Tensor x, float temperature) -> (Tensor, Tensor, Tensor)");
   m.def("_spatial_softmax2d_backward(Tensor grad_out, Tensor x, Tensor row_max, Tensor row_sum, "
         "float temperature) -> Tensor");
+  // The soft-argmax returns (E_x, E_y) [N, C, 2] in the accumulation dtype too.
   m.def("spatial_soft_argmax2d(Tensor x, float temperature, bool normalized_coordinates) -> (Tensor, Tensor, Tensor)");
   m.def("_spatial_soft_argmax2d_backward(Tensor grad_out, Tensor x, Tensor out, Tensor row_max, Tensor row_sum, "
         "float temperature, bool normalized_coordinates) -> Tensor");

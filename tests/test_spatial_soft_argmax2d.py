@@ -7,7 +7,7 @@ from test_spatial_softmax2d import EDGE_ROWS
 from utils import LAYOUTS, assert_matches_reference, compiled_backends, dtypes_for, in_layout
 
 OP = "spatial_soft_argmax2d"
-BACKENDS = [p for p in compiled_backends() if p.values[1] != "triton"]  # Triton kernels: next commit
+BACKENDS = compiled_backends()
 
 
 def argmax(backend, temperature=1.0, normalized=True):

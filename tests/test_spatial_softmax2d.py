@@ -6,7 +6,7 @@ from camfast import reference
 from utils import LAYOUTS, assert_matches_reference, compiled_backends, dtypes_for, in_layout
 
 OP = "spatial_softmax2d"
-BACKENDS = [p for p in compiled_backends() if p.values[1] != "triton"]  # Triton kernels: next commit
+BACKENDS = compiled_backends()
 NAN, INF = float("nan"), float("inf")
 
 # Rows of 4 values (2x2 maps) with torch.softmax's answers: NaN and +inf poison the row, a row of

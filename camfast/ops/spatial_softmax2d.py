@@ -66,4 +66,5 @@ def spatial_soft_argmax2d(
     chosen = _backend.resolve(backend, x.device)
     if chosen == "reference":
         return reference.spatial_soft_argmax2d(x, temperature, normalized_coordinates)
-    return _backend.op("spatial_soft_argmax2d", chosen)(x, temperature, normalized_coordinates)[0]
+    # The op returns the coordinates in the accumulation dtype, which its backward reads.
+    return _backend.op("spatial_soft_argmax2d", chosen)(x, temperature, normalized_coordinates)[0].to(x.dtype)

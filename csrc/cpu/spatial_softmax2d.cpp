@@ -89,7 +89,7 @@ void softmax_backward_row(const T* g, Stride<kUnit> ga, const T* x, Stride<kUnit
 
 template <class T, bool kUnit>
 void soft_argmax_row(const T* x, Stride<kUnit> xa, int64_t P, const acc_t<T>* X, const acc_t<T>* Y,
-                     acc_t<T> inv_t, T* out, acc_t<T>* m, acc_t<T>* s) {
+                     acc_t<T> inv_t, acc_t<T>* out, acc_t<T>* m, acc_t<T>* s) {
   using A = acc_t<T>;
   const A mx = row_max(x, xa, P, inv_t);
   A sum = A(0), sx = A(0), sy = A(0);
@@ -100,19 +100,19 @@ void soft_argmax_row(const T* x, Stride<kUnit> xa, int64_t P, const acc_t<T>* X,
     sx += e * X[p];
     sy += e * Y[p];
   }
-  out[0] = T(sx / sum);
-  out[1] = T(sy / sum);
+  out[0] = sx / sum;
+  out[1] = sy / sum;
   *m = mx;
   *s = sum;
 }
 
 template <class T, bool kUnit>
-void soft_argmax_backward_row(const T* g, const T* out, const T* x, Stride<kUnit> xa, T* gx, Stride<kUnit> oa,
+void soft_argmax_backward_row(const acc_t<T>* g, const acc_t<T>* out, const T* x, Stride<kUnit> xa, T* gx, Stride<kUnit> oa,
                               int64_t P, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t, acc_t<T> m,
                               acc_t<T> s) {
   using A = acc_t<T>;
-  const A g_x = A(g[0]), g_y = A(g[1]);
-  const A c = ssm::expected_dot(g_x, g_y, A(out[0]), A(out[1]));
+  const A g_x = g[0], g_y = g[1];
+  const A c = ssm::expected_dot(g_x, g_y, out[0], out[1]);
   const A k = inv_t / s;
 #pragma omp simd
   for (int64_t p = 0; p < P; ++p) {
@@ -191,7 +191,7 @@ void softmax_backward_block(const T* g, int64_t gP, const T* x, int64_t sP, T* g
 
 template <class T>
 void soft_argmax_block(const T* x, int64_t sP, int64_t P, int64_t nc, const acc_t<T>* X, const acc_t<T>* Y,
-                       acc_t<T> inv_t, T* out, acc_t<T>* m, acc_t<T>* s) {
+                       acc_t<T> inv_t, acc_t<T>* out, acc_t<T>* m, acc_t<T>* s) {
   using A = acc_t<T>;
   block_max(x, sP, P, nc, inv_t, m);
   A sx[kChannelBlock], sy[kChannelBlock];
@@ -207,21 +207,21 @@ void soft_argmax_block(const T* x, int64_t sP, int64_t P, int64_t nc, const acc_
     }
   }
   for (int64_t c = 0; c < nc; ++c) {
-    out[2 * c] = T(sx[c] / s[c]);
-    out[2 * c + 1] = T(sy[c] / s[c]);
+    out[2 * c] = sx[c] / s[c];
+    out[2 * c + 1] = sy[c] / s[c];
   }
 }
 
 template <class T>
-void soft_argmax_backward_block(const T* g, const T* out, const T* x, int64_t sP, T* gx, int64_t oP, int64_t P,
+void soft_argmax_backward_block(const acc_t<T>* g, const acc_t<T>* out, const T* x, int64_t sP, T* gx, int64_t oP, int64_t P,
                                 int64_t nc, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t, const acc_t<T>* m,
                                 const acc_t<T>* s) {
   using A = acc_t<T>;
   A g_x[kChannelBlock], g_y[kChannelBlock], c0[kChannelBlock], k[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) {
-    g_x[c] = A(g[2 * c]);
-    g_y[c] = A(g[2 * c + 1]);
-    c0[c] = ssm::expected_dot(g_x[c], g_y[c], A(out[2 * c]), A(out[2 * c + 1]));
+    g_x[c] = g[2 * c];
+    g_y[c] = g[2 * c + 1];
+    c0[c] = ssm::expected_dot(g_x[c], g_y[c], out[2 * c], out[2 * c + 1]);
     k[c] = inv_t / s[c];
   }
   for (int64_t p = 0; p < P; ++p) {
@@ -308,7 +308,7 @@ void soft_argmax_forward(const ssm::ArgmaxForwardIO& io, double temperature, con
   using A = acc_t<T>;
   const NCP& v = io.x.v;
   const T* xp = io.x.t.const_data_ptr<T>();
-  T* op = io.out.mutable_data_ptr<T>();
+  A* op = io.out.mutable_data_ptr<A>();
   A* mp = io.stats.max.mutable_data_ptr<A>();
   A* sp = io.stats.sum.mutable_data_ptr<A>();
   const A inv_t = ssm::inverse<A>(temperature);
@@ -334,8 +334,8 @@ template <class T>
 void soft_argmax_backward(const ssm::ArgmaxBackwardIO& io, double temperature, const Coordinates<acc_t<T>>& xy) {
   using A = acc_t<T>;
   const NCP &v = io.x.v, &o = io.grad_x.v;
-  const T* gp = io.grad_out.const_data_ptr<T>();
-  const T* outp = io.out.const_data_ptr<T>();
+  const A* gp = io.grad_out.const_data_ptr<A>();
+  const A* outp = io.out.const_data_ptr<A>();
   const T* xp = io.x.t.const_data_ptr<T>();
   T* op = io.grad_x.t.mutable_data_ptr<T>();
   const A* mp = io.stats.max.const_data_ptr<A>();

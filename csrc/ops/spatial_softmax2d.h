@@ -92,20 +92,22 @@ inline SoftmaxBackwardIO prepare_softmax_backward(const Tensor& grad_out, const 
           contiguous_stats(row_max, row_sum, in.t, kSoftmax)};
 }
 
+// The soft-argmax returns its coordinates in the accumulation dtype (the Python wrapper rounds
+// them to x's dtype), so that its backward, which reads them, loses nothing in float16/bfloat16.
 struct ArgmaxForwardIO {
   Input x;
-  Tensor out;  // [N, C, 2] contiguous: (E_x, E_y) of each row
+  Tensor out;  // [N, C, 2] contiguous, accumulation dtype: (E_x, E_y) of each row
   RowStats stats;
 };
 
 inline ArgmaxForwardIO prepare_argmax_forward(const Tensor& x, double temperature) {
   check_temperature(temperature, kArgmax);
   const Input in = nchw_input(x, kArgmax, "x");
-  return {in, torch::stable::new_empty(in.t, {in.v.N, in.v.C, 2}), new_stats(in.t)};
+  return {in, torch::stable::new_empty(in.t, {in.v.N, in.v.C, 2}, acc_type(in.t.scalar_type())), new_stats(in.t)};
 }
 
 struct ArgmaxBackwardIO {
-  Tensor grad_out, out;  // [N, C, 2] contiguous
+  Tensor grad_out, out;  // [N, C, 2] contiguous, accumulation dtype
   Input x, grad_x;       // grad_x laid out like x
   RowStats stats;
 };
@@ -115,8 +117,8 @@ inline ArgmaxBackwardIO prepare_argmax_backward(const Tensor& grad_out, const Te
   check_temperature(temperature, kArgmax);
   check_rank(grad_out, 3, kArgmax, "grad_out");
   check_rank(out, 3, kArgmax, "out");
-  check_same_dtype(grad_out, x, kArgmax, "grad_out", "x");
-  check_same_dtype(out, x, kArgmax, "out", "x");
+  STD_TORCH_CHECK(grad_out.scalar_type() == acc_type(x.scalar_type()) && out.scalar_type() == grad_out.scalar_type(),
+                  kArgmax, ": grad_out and out must be in x's accumulation dtype");
   const Input in = nchw_input(x, kArgmax, "x");
   return {torch::stable::contiguous(grad_out), torch::stable::contiguous(out), in, nchw_output_like(in),
           contiguous_stats(row_max, row_sum, in.t, kArgmax)};
