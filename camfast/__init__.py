@@ -10,6 +10,8 @@ from .ops import (
     channel_spatial_attention,
     ggam_loss,
     score_cam_masks,
+    spatial_soft_argmax2d,
+    spatial_softmax2d,
     thresholded_avg_pool2d,
 )
 
@@ -25,5 +27,7 @@ __all__ = [
     "reference",
     "score_cam_masks",
     "show_config",
+    "spatial_soft_argmax2d",
+    "spatial_softmax2d",
     "thresholded_avg_pool2d",
 ]

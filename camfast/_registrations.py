@@ -148,11 +148,71 @@ def register_attention_branch_mix(suffix: str) -> None:
     _forbid_double_backward(f"camfast::{backward_name}")
 
 
+def row_stats_like(x):
+    """Empty row max and row sum, [N, C] in the accumulation dtype (float64 only for float64 x)."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    n, c = x.shape[:2]
+    return x.new_empty(n, c, dtype=acc), x.new_empty(n, c, dtype=acc)
+
+
+def register_spatial_softmax2d(suffix: str) -> None:
+    """camfast::spatial_softmax2d and camfast::spatial_soft_argmax2d: both save x and the row
+    statistics (max of x / T, sum of exp(x / T - max)) and recompute the softmax in backward."""
+    softmax = f"camfast::spatial_softmax2d{suffix}"
+    softmax_backward = f"_spatial_softmax2d_backward{suffix}"
+    argmax = f"camfast::spatial_soft_argmax2d{suffix}"
+    argmax_backward = f"_spatial_soft_argmax2d_backward{suffix}"
+
+    @torch.library.register_fake(softmax)
+    def _(x, temperature):
+        return (empty_nchw_like(x), *row_stats_like(x))
+
+    @torch.library.register_fake(f"camfast::{softmax_backward}")
+    def _(grad_out, x, row_max, row_sum, temperature):
+        return empty_nchw_like(x)
+
+    @torch.library.register_fake(argmax)
+    def _(x, temperature, normalized_coordinates):
+        row_max, row_sum = row_stats_like(x)
+        return row_max.new_empty(*x.shape[:2], 2), row_max, row_sum
+
+    @torch.library.register_fake(f"camfast::{argmax_backward}")
+    def _(grad_out, x, out, row_max, row_sum, temperature, normalized_coordinates):
+        return empty_nchw_like(x)
+
+    def save_softmax(ctx, inputs, output):
+        x, ctx.temperature = inputs
+        _, row_max, row_sum = output
+        ctx.mark_non_differentiable(row_max, row_sum)
+        ctx.save_for_backward(x, row_max, row_sum)
+
+    def backward_softmax(ctx, grad_out, _grad_max, _grad_sum):
+        x, row_max, row_sum = ctx.saved_tensors
+        return _camfast_op(softmax_backward)(grad_out, x, row_max, row_sum, ctx.temperature), None
+
+    def save_argmax(ctx, inputs, output):
+        x, ctx.temperature, ctx.normalized = inputs
+        out, row_max, row_sum = output
+        ctx.mark_non_differentiable(row_max, row_sum)
+        ctx.save_for_backward(x, out, row_max, row_sum)
+
+    def backward_argmax(ctx, grad_out, _grad_max, _grad_sum):
+        x, out, row_max, row_sum = ctx.saved_tensors
+        grad_x = _camfast_op(argmax_backward)(grad_out, x, out, row_max, row_sum, ctx.temperature, ctx.normalized)
+        return grad_x, None, None
+
+    torch.library.register_autograd(softmax, backward_softmax, setup_context=save_softmax)
+    torch.library.register_autograd(argmax, backward_argmax, setup_context=save_argmax)
+    _forbid_double_backward(f"camfast::{softmax_backward}")
+    _forbid_double_backward(f"camfast::{argmax_backward}")
+
+
 REGISTRARS = (
     register_adl,
     register_attention_branch_mix,
     register_channel_spatial_attention,
     register_score_cam_masks,
+    register_spatial_softmax2d,
     register_thresholded_avg_pool2d,
 )
 

@@ -48,6 +48,16 @@ STABLE_TORCH_LIBRARY(camfast, m) {
   // ABN attention mix (1 + m) * g; the backward needs only the inputs.
   m.def("attention_branch_mix(Tensor g, Tensor m) -> Tensor");
   m.def("_attention_branch_mix_backward(Tensor grad_out, Tensor g, Tensor m) -> (Tensor, Tensor)");
+
+  // Spatial softmax and soft-argmax: (out, row_max [N, C], row_sum [N, C]), the statistics in the
+  // accumulation dtype (float32, float64 for float64 x): max of x / T and sum of exp(x / T - max).
+  m.def("spatial_softmax2d(Tensor x, float temperature) -> (Tensor, Tensor, Tensor)");
+  m.def("_spatial_softmax2d_backward(Tensor grad_out, Tensor x, Tensor row_max, Tensor row_sum, "
+        "float temperature) -> Tensor");
+  // The soft-argmax returns (E_x, E_y) [N, C, 2] in the accumulation dtype too.
+  m.def("spatial_soft_argmax2d(Tensor x, float temperature, bool normalized_coordinates) -> (Tensor, Tensor, Tensor)");
+  m.def("_spatial_soft_argmax2d_backward(Tensor grad_out, Tensor x, Tensor out, Tensor row_max, Tensor row_sum, "
+        "float temperature, bool normalized_coordinates) -> Tensor");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(camfast, CompositeExplicitAutograd, m) {
