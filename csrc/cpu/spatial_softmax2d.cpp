@@ -3,6 +3,8 @@
 // A row of H*W values stays in L1 (a block of 64 channels x H*W in L2 when channels are innermost)
 // while the max pass and the exp pass run over it, so x is read from memory once. The soft-argmax
 // never writes the softmax: the exp pass accumulates sum(e), sum(e X) and sum(e Y) directly.
+// The exp makes these loops compute-bound, so every row and block kernel is compiled for AVX-512,
+// AVX2 and the baseline (CAMFAST_SIMD_CLONES).
 #include <tuple>
 #include <vector>
 
@@ -12,8 +14,8 @@
 
 #include "../kernels/spatial_softmax2d.cuh"
 #include "../ops/spatial_softmax2d.h"
-#include "exp.h"
 #include "loops.h"
+#include "simd.h"
 
 namespace camfast {
 namespace {
@@ -39,7 +41,7 @@ template <class A> struct Coordinates {
 
 // ---- one row: contiguous (kUnit) or strided ----
 
-template <class T, bool kUnit> acc_t<T> row_max(const T* x, Stride<kUnit> at, int64_t P, acc_t<T> inv_t) {
+template <class T, bool kUnit> CAMFAST_SIMD_CLONES acc_t<T> row_max(const T* x, Stride<kUnit> at, int64_t P, acc_t<T> inv_t) {
   using A = acc_t<T>;
   A m = lowest<A>();
   int has_nan = 0;
@@ -53,7 +55,7 @@ template <class T, bool kUnit> acc_t<T> row_max(const T* x, Stride<kUnit> at, in
 }
 
 template <class T, bool kUnit>
-void softmax_row(const T* x, Stride<kUnit> xa, T* out, Stride<kUnit> oa, int64_t P, acc_t<T> inv_t, acc_t<T>* m,
+CAMFAST_SIMD_CLONES void softmax_row(const T* x, Stride<kUnit> xa, T* out, Stride<kUnit> oa, int64_t P, acc_t<T> inv_t, acc_t<T>* m,
                  acc_t<T>* s) {
   using A = acc_t<T>;
   const A mx = row_max(x, xa, P, inv_t);
@@ -73,7 +75,7 @@ void softmax_row(const T* x, Stride<kUnit> xa, T* out, Stride<kUnit> oa, int64_t
 
 // grad_x doubles as the buffer for p between the two passes.
 template <class T, bool kUnit>
-void softmax_backward_row(const T* g, Stride<kUnit> ga, const T* x, Stride<kUnit> xa, T* gx, Stride<kUnit> oa,
+CAMFAST_SIMD_CLONES void softmax_backward_row(const T* g, Stride<kUnit> ga, const T* x, Stride<kUnit> xa, T* gx, Stride<kUnit> oa,
                           int64_t P, acc_t<T> inv_t, acc_t<T> m, acc_t<T> inv_s) {
   using A = acc_t<T>;
   A dot = A(0);
@@ -88,7 +90,7 @@ void softmax_backward_row(const T* g, Stride<kUnit> ga, const T* x, Stride<kUnit
 }
 
 template <class T, bool kUnit>
-void soft_argmax_row(const T* x, Stride<kUnit> xa, int64_t P, const acc_t<T>* X, const acc_t<T>* Y,
+CAMFAST_SIMD_CLONES void soft_argmax_row(const T* x, Stride<kUnit> xa, int64_t P, const acc_t<T>* X, const acc_t<T>* Y,
                      acc_t<T> inv_t, acc_t<T>* out, acc_t<T>* m, acc_t<T>* s) {
   using A = acc_t<T>;
   const A mx = row_max(x, xa, P, inv_t);
@@ -107,7 +109,7 @@ void soft_argmax_row(const T* x, Stride<kUnit> xa, int64_t P, const acc_t<T>* X,
 }
 
 template <class T, bool kUnit>
-void soft_argmax_backward_row(const acc_t<T>* g, const acc_t<T>* out, const T* x, Stride<kUnit> xa, T* gx, Stride<kUnit> oa,
+CAMFAST_SIMD_CLONES void soft_argmax_backward_row(const acc_t<T>* g, const acc_t<T>* out, const T* x, Stride<kUnit> xa, T* gx, Stride<kUnit> oa,
                               int64_t P, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t, acc_t<T> m,
                               acc_t<T> s) {
   using A = acc_t<T>;
@@ -123,7 +125,7 @@ void soft_argmax_backward_row(const acc_t<T>* g, const acc_t<T>* out, const T* x
 // ---- a block of channels, channels innermost: every pass vectorised over C ----
 
 // row_max over a block: m[c] for c < nc, x at x[p * sP + c].
-template <class T> void block_max(const T* x, int64_t sP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m) {
+template <class T> CAMFAST_SIMD_CLONES void block_max(const T* x, int64_t sP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m) {
   using A = acc_t<T>;
   bool has_nan[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) {
@@ -142,7 +144,7 @@ template <class T> void block_max(const T* x, int64_t sP, int64_t P, int64_t nc,
 }
 
 template <class T>
-void softmax_block(const T* x, int64_t sP, T* out, int64_t oP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m,
+CAMFAST_SIMD_CLONES void softmax_block(const T* x, int64_t sP, T* out, int64_t oP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m,
                    acc_t<T>* s) {
   using A = acc_t<T>;
   block_max(x, sP, P, nc, inv_t, m);
@@ -165,7 +167,7 @@ void softmax_block(const T* x, int64_t sP, T* out, int64_t oP, int64_t P, int64_
 }
 
 template <class T>
-void softmax_backward_block(const T* g, int64_t gP, const T* x, int64_t sP, T* gx, int64_t oP, int64_t P, int64_t nc,
+CAMFAST_SIMD_CLONES void softmax_backward_block(const T* g, int64_t gP, const T* x, int64_t sP, T* gx, int64_t oP, int64_t P, int64_t nc,
                             acc_t<T> inv_t, const acc_t<T>* m, const acc_t<T>* s) {
   using A = acc_t<T>;
   A inv_s[kChannelBlock], dot[kChannelBlock];
@@ -190,7 +192,7 @@ void softmax_backward_block(const T* g, int64_t gP, const T* x, int64_t sP, T* g
 }
 
 template <class T>
-void soft_argmax_block(const T* x, int64_t sP, int64_t P, int64_t nc, const acc_t<T>* X, const acc_t<T>* Y,
+CAMFAST_SIMD_CLONES void soft_argmax_block(const T* x, int64_t sP, int64_t P, int64_t nc, const acc_t<T>* X, const acc_t<T>* Y,
                        acc_t<T> inv_t, acc_t<T>* out, acc_t<T>* m, acc_t<T>* s) {
   using A = acc_t<T>;
   block_max(x, sP, P, nc, inv_t, m);
@@ -213,7 +215,7 @@ void soft_argmax_block(const T* x, int64_t sP, int64_t P, int64_t nc, const acc_
 }
 
 template <class T>
-void soft_argmax_backward_block(const acc_t<T>* g, const acc_t<T>* out, const T* x, int64_t sP, T* gx, int64_t oP, int64_t P,
+CAMFAST_SIMD_CLONES void soft_argmax_backward_block(const acc_t<T>* g, const acc_t<T>* out, const T* x, int64_t sP, T* gx, int64_t oP, int64_t P,
                                 int64_t nc, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t, const acc_t<T>* m,
                                 const acc_t<T>* s) {
   using A = acc_t<T>;

@@ -1,11 +1,23 @@
-// exp for CPU loops that must stay SIMD: no library call and no branch, so `#pragma omp simd`
-// vectorises it (glibc's vector exp is only declared under -ffast-math, which would break NaN).
+// SIMD helpers for the CPU loops: wider instruction sets picked at load time, and an exp that
+// vectorises.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
+// Compiles a function for AVX-512, AVX2 and the x86-64 baseline (SSE2); the loader picks the best
+// the CPU has. Worth it where a loop is compute-bound (exp); memory-bound loops gain nothing.
+// GCC on x86-64 Linux only (ifunc); elsewhere the baseline build is used.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define CAMFAST_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CAMFAST_SIMD_CLONES
+#endif
+
 namespace camfast::cpu {
+
+// exp for loops that must stay SIMD: no library call and no branch, so `#pragma omp simd`
+// vectorises it (glibc's vector exp is only declared under -ffast-math, which would break NaN).
 
 // exp(v) for v <= 0 or NaN, within 2 ulp of expf (Cephes range reduction and polynomial).
 // Results below the smallest normal float flush to 0; NaN stays NaN.
