@@ -30,6 +30,10 @@ STABLE_TORCH_LIBRARY(camfast, m) {
   // Thresholded average pooling: (out [N, C], threshold [N, C], count [N, C] int32).
   m.def("thresholded_avg_pool2d(Tensor x, float tau) -> (Tensor, Tensor, Tensor)");
   m.def("_thresholded_avg_pool2d_backward(Tensor grad_out, Tensor x, Tensor threshold, Tensor count) -> Tensor");
+
+  // MaxBoxAcc sweep of camfast.wsol, per map and uint8 level k in 0..255: (best IoU [B, 256]
+  // float64, resolved [B, 256] bool: false where the largest contour needs OpenCV's contourArea).
+  m.def("wsol_box_sweep(Tensor q, Tensor gt_boxes, Tensor gt_count, bool multi_contour) -> (Tensor, Tensor)");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(camfast, CompositeExplicitAutograd, m) {
