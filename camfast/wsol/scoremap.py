@@ -24,7 +24,7 @@ def _as_float64_maps(cam, name: str) -> tuple[np.ndarray, bool]:
     elif isinstance(cam, np.ndarray):
         if cam.dtype.kind not in "fiu":
             raise TypeError(f"{name} must be a real-valued array, got {cam.dtype}")
-        cam = cam.astype(np.float64)
+        cam = np.asarray(cam, dtype=np.float64)  # no copy when it is float64 already
     else:
         raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray [H, W] or [N, H, W], "
                         f"got {type(cam).__name__}")
@@ -74,10 +74,11 @@ def check_scoremaps(scoremaps, name: str = "scoremaps") -> tuple[np.ndarray, boo
     if isinstance(scoremaps, np.ndarray) and scoremaps.dtype.kind != "f":
         raise TypeError(f"{name} must be floating point, got {scoremaps.dtype}")
     maps, single = _as_float64_maps(scoremaps, name)
-    if np.isnan(maps).any():
+    low, high = (maps.min(), maps.max()) if maps.size else (0.0, 0.0)  # NaN propagates to both
+    if np.isnan(low):
         raise ValueError(f"{name} must not contain NaN (normalize_cam turns NaN maps into zeros)")
-    if maps.size and (maps.min() < 0 or maps.max() > 1):
-        raise ValueError(f"{name} must lie in [0, 1] (use normalize_cam), got [{maps.min()}, {maps.max()}]")
+    if low < 0 or high > 1:
+        raise ValueError(f"{name} must lie in [0, 1] (use normalize_cam), got [{low}, {high}]")
     return maps, single
 
 

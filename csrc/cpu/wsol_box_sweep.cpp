@@ -16,6 +16,7 @@
 // (see benchmarks/NOTES.md, "WSOL threshold sweep").
 #include <algorithm>
 #include <array>
+#include <memory>
 #include <cstdint>
 #include <queue>
 #include <tuple>
@@ -53,6 +54,14 @@ double iou(const Box& a, const int64_t* gt) {
   return denominator <= 0 ? 0.0 : double(inter) / double(denominator);
 }
 
+// The map framed by one never-added pixel on each side: pixel (y, x) has index (y + 1) S + x + 1.
+struct Padded {
+  int64_t H, W;
+  int64_t stride() const { return W + 2; }
+  int64_t size() const { return (H + 2) * (W + 2); }
+  int64_t index(int64_t y, int64_t x) const { return (y + 1) * stride() + x + 1; }
+};
+
 struct GroundTruth {
   const int64_t* boxes;  // [count, 4]
   int64_t count;
@@ -64,11 +73,14 @@ struct GroundTruth {
 };
 
 // Union-find over the pixels of one map, each root holding its component's bounding box, whether
-// it touches the image border, and a version bumped whenever the component changes. A root's
-// fields sit together in one Node, so a union touches one cache line per root.
+// it touches the image border, and a version bumped whenever the component changes. Pixels that
+// join an existing component never get a Node of their own: pixels arrive in value order, so
+// their Nodes would be scattered writes. Pixels are indexed in the map framed by one row and
+// column of never-added pixels on each side (Padded), so neighbours need no bounds checks.
 class Forest {
  public:
-  Forest(int64_t H, int64_t W) : H_(H), W_(W), parent_(H * W, -1), node_(H * W) {}
+  explicit Forest(const Padded& grid)
+      : H_(grid.H), W_(grid.W), parent_(grid.size(), -1), node_(new Node[grid.size()]) {}
 
   bool added(int64_t p) const { return parent_[p] >= 0; }
   bool is_root(int64_t p) const { return parent_[p] == p; }
@@ -79,12 +91,25 @@ class Forest {
   // window with three pixels. OpenCV's contourArea of the outer contour is the same sum over
   // the component with its holes filled, so this is a lower bound of it.
   int64_t quads(int64_t r) const { return node_[r].quads; }
-  void add_quads(int64_t r, int64_t delta) { node_[r].quads += delta; }
+  void add_quads(int64_t r, int64_t delta) { node_[r].quads += int32_t(delta); }
 
-  void add(int64_t p) {
-    const int32_t y = int32_t(p / W_), x = int32_t(p % W_);
+  // Pixel p = (y, x) as a component of its own.
+  void add(int64_t p, int16_t y, int16_t x) {
     parent_[p] = int32_t(p);
-    node_[p] = Node{1, x, y, x, y, 0, 0, x == 0 || y == 0 || x == W_ - 1 || y == H_ - 1};
+    node_[p] = Node{x, y, x, y, 1, 0, 0, on_border(x, y)};
+  }
+
+  // Pixel p = (y, x) joins the component of root r.
+  void attach(int64_t p, int16_t y, int16_t x, int64_t r) {
+    parent_[p] = int32_t(r);
+    Node& root = node_[r];
+    root.x0 = std::min(root.x0, x);
+    root.y0 = std::min(root.y0, y);
+    root.x1 = std::max(root.x1, x);
+    root.y1 = std::max(root.y1, y);
+    root.border |= on_border(x, y);
+    ++root.size;
+    ++root.version;
   }
 
   int64_t find(int64_t p) {
@@ -95,11 +120,10 @@ class Forest {
     return p;
   }
 
-  // Merges the components of a and b; returns whether they were two.
-  bool unite(int64_t a, int64_t b) {
-    a = find(a);
+  // Merges root a with the component of b; returns the surviving root, or -1 if they were one.
+  int64_t unite(int64_t a, int64_t b) {
     b = find(b);
-    if (a == b) return false;
+    if (a == b) return -1;
     if (node_[a].size < node_[b].size) std::swap(a, b);
     parent_[b] = int32_t(a);
     Node &root = node_[a], &other = node_[b];
@@ -111,19 +135,45 @@ class Forest {
     root.quads += other.quads;
     root.border |= other.border;
     ++root.version;
-    return true;
+    return a;
   }
 
  private:
   struct Node {
-    int32_t size, x0, y0, x1, y1;
+    int16_t x0, y0, x1, y1;
+    int32_t size;
     uint32_t version;
-    int64_t quads;
+    int32_t quads;
     bool border;
   };
+  bool on_border(int64_t x, int64_t y) const { return x == 0 || y == 0 || x == W_ - 1 || y == H_ - 1; }
+
   int64_t H_, W_;
   std::vector<int32_t> parent_;
-  std::vector<Node> node_;
+  std::unique_ptr<Node[]> node_;  // left uninitialised: a Node is written before it is read
+};
+
+// The roots a bucket created or changed, each once: a root is listed when its mark is older
+// than the bucket.
+class Changed {
+ public:
+  explicit Changed(int64_t P) : mark_(P, -1) {}
+  void start_bucket() {
+    ++bucket_;
+    roots_.clear();
+  }
+  void add(int64_t r) {
+    if (mark_[r] != bucket_) {
+      mark_[r] = bucket_;
+      roots_.push_back(r);
+    }
+  }
+  const std::vector<int64_t>& roots() const { return roots_; }
+
+ private:
+  std::vector<int32_t> mark_;
+  int32_t bucket_ = -1;
+  std::vector<int64_t> roots_;
 };
 
 // The live components ranked by a value (an IoU, an area); entries of components that merged or
@@ -162,7 +212,7 @@ class Ranking {
   std::priority_queue<Entry> heap_;
 };
 
-// Pixel indices sorted by value, and where each value's bucket starts.
+// Pixel indices sorted by value (framed indices, see Padded), and where each value's bucket starts.
 struct Buckets {
   std::vector<int32_t> order;
   std::array<int64_t, kLevels + 1> start{};
@@ -170,62 +220,73 @@ struct Buckets {
   const int32_t* end(int v) const { return order.data() + start[v + 1]; }
 };
 
-Buckets sort_by_value(const uint8_t* q, int64_t P) {
+Buckets sort_by_value(const uint8_t* q, const Padded& grid) {
+  const int64_t P = grid.H * grid.W;
   Buckets b;
   b.order.resize(P);
   for (int64_t p = 0; p < P; ++p) ++b.start[q[p] + 1];
   for (int v = 0; v < kLevels; ++v) b.start[v + 1] += b.start[v];
   std::array<int64_t, kLevels> next;
   std::copy(b.start.begin(), b.start.end() - 1, next.begin());
-  for (int64_t p = 0; p < P; ++p) b.order[next[q[p]]++] = int32_t(p);
+  for (int64_t y = 0; y < grid.H; ++y) {
+    for (int64_t x = 0; x < grid.W; ++x) b.order[next[q[y * grid.W + x]]++] = int32_t(grid.index(y, x));
+  }
   return b;
 }
 
 // Twice the area one 2x2 window with `count` foreground pixels adds to Forest::quads.
 constexpr int64_t kWindowArea2[5] = {0, 0, 0, 1, 2};
 
-// How Forest::quads changes when pixel (y, x) joins: the four windows holding it gain a pixel.
-int64_t quads_gained(const Forest& forest, int64_t y, int64_t x, int64_t H, int64_t W) {
+// How Forest::quads changes when pixel i joins: the four windows holding it gain a pixel. Windows
+// reaching into the frame hold at most two pixels of the map and never count.
+int64_t quads_gained(const Forest& forest, int64_t i, int64_t S) {
   int64_t delta = 0;
-  for (int64_t wy = std::max<int64_t>(y - 1, 0); wy <= std::min(y, H - 2); ++wy) {
-    for (int64_t wx = std::max<int64_t>(x - 1, 0); wx <= std::min(x, W - 2); ++wx) {
-      int count = 1;  // the new pixel
-      for (int64_t p : {wy * W + wx, wy * W + wx + 1, (wy + 1) * W + wx, (wy + 1) * W + wx + 1}) {
-        count += p != y * W + x && forest.added(p);
-      }
-      delta += kWindowArea2[count] - kWindowArea2[count - 1];
-    }
+  for (int64_t corner : {i - S - 1, i - S, i - 1, i}) {
+    int count = 1;  // the new pixel
+    for (int64_t p : {corner, corner + 1, corner + S, corner + S + 1}) count += p != i && forest.added(p);
+    delta += kWindowArea2[count] - kWindowArea2[count - 1];
   }
   return delta;
 }
 
 // Adds the pixels of one bucket to `forest`, joining each with its already-added neighbours (8 or
-// 4 of them); fills `changed` with the roots whose component was created or changed, and returns
-// the number of unions.
+// 4 of them); lists in `changed` the roots whose component was created or changed, and returns
+// how many components were gained (new ones minus unions).
 template <int kConnectivity, bool kQuads>
-int64_t add_bucket(Forest& forest, const int32_t* first, const int32_t* last, int64_t H, int64_t W,
-                   std::vector<int64_t>& changed) {
-  static constexpr int dy[8] = {0, -1, 0, 1, -1, -1, 1, 1};
-  static constexpr int dx[8] = {-1, 0, 1, 0, -1, 1, -1, 1};
-  int64_t merged = 0;
-  changed.clear();
+int64_t add_bucket(Forest& forest, const Padded& grid, const int32_t* first, const int32_t* last, Changed& changed) {
+  const int64_t S = grid.stride();
+  const int64_t offsets[8] = {-1, -S, 1, S, -S - 1, -S + 1, S - 1, S + 1};
+  int64_t gained = 0;
+  std::vector<int64_t> touched;  // roots as they were when each pixel joined
+  touched.reserve(last - first);
   for (const int32_t* it = first; it != last; ++it) {
-    const int64_t p = *it, y = p / W, x = p % W;
-    // The pixels of a window are 8-neighbours, so after the unions below they share p's root.
-    const int64_t gained = kQuads ? quads_gained(forest, y, x, H, W) : 0;
-    forest.add(p);
-    changed.push_back(p);
+    const int64_t i = *it;
+    const int16_t y = int16_t(i / S - 1), x = int16_t(i % S - 1);
+    // The pixels of a window are 8-neighbours, so after the unions below they share i's root.
+    const int64_t quads = kQuads ? quads_gained(forest, i, S) : 0;
+    int64_t root = -1;
     for (int d = 0; d < kConnectivity; ++d) {
-      const int64_t ny = y + dy[d], nx = x + dx[d];
-      if (ny < 0 || nx < 0 || ny >= H || nx >= W || !forest.added(ny * W + nx)) continue;
-      merged += forest.unite(p, ny * W + nx);
+      const int64_t n = i + offsets[d];
+      if (!forest.added(n)) continue;
+      if (root < 0) {
+        root = forest.find(n);
+        forest.attach(i, y, x, root);
+      } else if (const int64_t merged = forest.unite(root, n); merged >= 0) {
+        root = merged;
+        --gained;
+      }
     }
-    if (kQuads) forest.add_quads(forest.find(p), gained);
+    if (root < 0) {
+      forest.add(i, y, x);
+      root = i;
+      ++gained;
+    }
+    if (kQuads) forest.add_quads(root, quads);
+    if (touched.empty() || touched.back() != root) touched.push_back(root);
   }
-  for (int64_t& r : changed) r = forest.find(r);
-  std::sort(changed.begin(), changed.end());
-  changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
-  return merged;
+  changed.start_bucket();
+  for (int64_t r : touched) changed.add(forest.find(r));
+  return gained;
 }
 
 // Outer contours: foreground {q > k} for k = 255 down to 0, adding the pixels of value k + 1.
@@ -233,9 +294,10 @@ int64_t add_bucket(Forest& forest, const int32_t* first, const int32_t* last, in
 // contour of largest area, and resolved_out[k] says whether that contour is known: one
 // component, or one whose area's lower bound (quads) beats every other's upper bound (its
 // bounding box, where the contour's vertices lie).
-void sweep_outer(const Buckets& b, int64_t H, int64_t W, const GroundTruth& gt, bool multi_contour,
+void sweep_outer(const Buckets& b, const Padded& grid, const GroundTruth& gt, bool multi_contour,
                  double* best_out, bool* resolved_out) {
-  Forest forest(H, W);
+  const int64_t H = grid.H, W = grid.W;
+  Forest forest(grid);
   Ranking by_iou, by_area, by_span;
   const auto valid = [&](int64_t r, uint32_t v) { return forest.is_root(r) && forest.version(r) == v; };
   const auto box_of = [&](int64_t r) {
@@ -243,14 +305,13 @@ void sweep_outer(const Buckets& b, int64_t H, int64_t W, const GroundTruth& gt, 
     return Box{c.x0, c.y0, std::min(c.x1 + 1, W - 1), std::min(c.y1 + 1, H - 1)};
   };
   const double empty_iou = gt.best_iou({0, 0, 0, 0});  // no contour: the protocol's box [0, 0, 0, 0]
-  std::vector<int64_t> changed;
+  Changed changed(grid.size());
   int64_t components = 0;
   for (int k = kLevels - 1; k >= 0; --k) {
     if (k + 1 < kLevels) {
-      const int64_t added = b.end(k + 1) - b.begin(k + 1);
-      components += added - (multi_contour ? add_bucket<8, false>(forest, b.begin(k + 1), b.end(k + 1), H, W, changed)
-                                           : add_bucket<8, true>(forest, b.begin(k + 1), b.end(k + 1), H, W, changed));
-      for (int64_t r : changed) {
+      components += multi_contour ? add_bucket<8, false>(forest, grid, b.begin(k + 1), b.end(k + 1), changed)
+                                  : add_bucket<8, true>(forest, grid, b.begin(k + 1), b.end(k + 1), changed);
+      for (int64_t r : changed.roots()) {
         const uint32_t v = forest.version(r);
         if (multi_contour) {
           by_iou.push(gt.best_iou(box_of(r)), r, v);
@@ -277,16 +338,17 @@ void sweep_outer(const Buckets& b, int64_t H, int64_t W, const GroundTruth& gt, 
 // Hole contours: background {q <= k} for k = 0 up to 255, adding the pixels of value k. A hole is
 // a background component that does not touch the image border; best_out[k] becomes the larger of
 // itself and the best IoU of a hole's box.
-void sweep_holes(const Buckets& b, int64_t H, int64_t W, const GroundTruth& gt, double* best_out) {
-  Forest forest(H, W);
+void sweep_holes(const Buckets& b, const Padded& grid, const GroundTruth& gt, double* best_out) {
+  const int64_t H = grid.H, W = grid.W;
+  Forest forest(grid);
   Ranking by_iou;
   const auto valid = [&](int64_t r, uint32_t v) {
     return forest.is_root(r) && forest.version(r) == v && !forest.touches_border(r);
   };
-  std::vector<int64_t> changed;
+  Changed changed(grid.size());
   for (int k = 0; k < kLevels; ++k) {
-    add_bucket<4, false>(forest, b.begin(k), b.end(k), H, W, changed);
-    for (int64_t r : changed) {
+    add_bucket<4, false>(forest, grid, b.begin(k), b.end(k), changed);
+    for (int64_t r : changed.roots()) {
       if (forest.touches_border(r)) continue;
       const Box h = forest.bbox(r);
       by_iou.push(gt.best_iou({h.x0 - 1, h.y0 - 1, std::min(h.x1 + 2, W - 1), std::min(h.y1 + 2, H - 1)}), r,
@@ -311,7 +373,7 @@ std::tuple<Tensor, Tensor> wsol_box_sweep_cpu(Tensor q, Tensor gt_boxes, Tensor 
   const int64_t B = q.size(0), H = q.size(1), W = q.size(2), G = gt_boxes.size(1);
   STD_TORCH_CHECK(gt_boxes.size(0) == B && gt_count.size(0) == B && gt_boxes.size(2) == 4, kOp,
                   ": gt_boxes must be [B, G, 4] and gt_count [B] with B = q.size(0)");
-  STD_TORCH_CHECK(H * W < (int64_t(1) << 31), kOp, ": maps of 2^31 pixels or more are not supported");
+  STD_TORCH_CHECK(H < (1 << 15) && W < (1 << 15), kOp, ": maps of 2^15 rows or columns or more are not supported");
   q = torch::stable::contiguous(q);
   gt_boxes = torch::stable::contiguous(gt_boxes);
   gt_count = torch::stable::contiguous(gt_count);
@@ -328,9 +390,10 @@ std::tuple<Tensor, Tensor> wsol_box_sweep_cpu(Tensor q, Tensor gt_boxes, Tensor 
   torch::stable::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       const GroundTruth gt{gp + n * G * 4, cp[n]};
-      const Buckets buckets = sort_by_value(qp + n * H * W, H * W);
-      sweep_outer(buckets, H, W, gt, multi_contour, bp + n * kLevels, rp + n * kLevels);
-      if (multi_contour) sweep_holes(buckets, H, W, gt, bp + n * kLevels);
+      const Padded grid{H, W};
+      const Buckets buckets = sort_by_value(qp + n * H * W, grid);
+      sweep_outer(buckets, grid, gt, multi_contour, bp + n * kLevels, rp + n * kLevels);
+      if (multi_contour) sweep_holes(buckets, grid, gt, bp + n * kLevels);
     }
   });
   return {best, resolved};
