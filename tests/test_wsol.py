@@ -269,7 +269,7 @@ def test_box_evaluator_curves_by_hand(backend):
     assert result.value == pytest.approx(200 / 3)
     assert result.gt_known_loc == 50.0 and result.top1_loc == 50.0 and result.best_threshold == 0.1
     v1 = BoxEvaluator(version=1, cam_thresholds=[0.1, 0.5], backend=backend)
-    v1.accumulate(maps, gts)
+    v1.accumulate(maps, np.concatenate(gts))  # [N, 4]: one box per map
     assert v1.compute().value == 50.0 and v1.compute().top1_loc is None
 
 
@@ -283,7 +283,8 @@ def test_box_evaluator_accumulates_like_the_protocol():
     for backend in ("reference", "cpp"):
         evaluator = BoxEvaluator(backend=backend, cam_curve_interval=0.01)
         evaluator.accumulate(maps[:4], gts[:4], correct[:4])
-        evaluator.accumulate(torch.from_numpy(maps[4:]), [torch.from_numpy(g) for g in gts[4:]], correct[4:])
+        evaluator.accumulate(torch.from_numpy(maps[4:5]), [torch.from_numpy(g) for g in gts[4:5]], correct[4:5])
+        evaluator.accumulate(maps[5], gts[5], correct[5:])  # one map, its [G, 4] boxes
         results.append(evaluator.compute())
     assert np.array_equal(results[0].gt_known_curve, results[1].gt_known_curve)
     assert np.array_equal(results[0].top1_curve, results[1].top1_curve)

@@ -143,7 +143,7 @@ def evaluate(model: TinyNet, images, labels, boxes, config: Config, nwc: bool) -
     row = {"top-1 cls": 100.0 * correct.mean()}
     for name, kwargs in _columns(config):
         evaluator = BoxEvaluator(**kwargs)
-        evaluator.accumulate(scoremaps, list(boxes[:, None, :]), correct)
+        evaluator.accumulate(scoremaps, boxes, correct)
         result = evaluator.compute()
         row[name] = result.top1_loc if name.startswith("Top-1") else result.value
     return row

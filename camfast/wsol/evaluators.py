@@ -18,22 +18,23 @@ from . import reference
 from .boxes import box_iou, contour_boxes, threshold_mask
 from .scoremap import check_cam_thresholds, check_percentile, check_scoremaps, threshold_levels, to_uint8
 
-_LEVELS = 256  # uint8 score levels
 
-
-def _resolve_backend_name(backend) -> str | None:
+def _check_backend(backend) -> str | None:
     if backend not in (None, "auto", "cpp", "reference"):
         raise ValueError(f"backend must be 'cpp', 'reference', None or 'auto' for camfast.wsol, got {backend!r}")
     return backend
 
 
 def _resolve_backend(backend) -> str:
-    return _backend.resolve(_resolve_backend_name(backend), torch.device("cpu"))
+    return _backend.resolve(_check_backend(backend), torch.device("cpu"))
 
 
-def _check_gt_boxes(gt_boxes, n: int, height: int, width: int) -> list[np.ndarray]:
-    """A list of n int64 [G_i, 4] arrays with G_i >= 1 and valid inclusive corners."""
+def _check_gt_boxes(gt_boxes, n: int) -> list[np.ndarray]:
+    """A list of n int64 [G_i, 4] arrays with G_i >= 1 and valid inclusive corners, from such a
+    list, a [n, G, 4] array, a [n, 4] array (one box per map) or, for one map, a [G, 4] array."""
     if isinstance(gt_boxes, (torch.Tensor, np.ndarray)):
+        if np.ndim(gt_boxes) == 2 and len(gt_boxes) == n:
+            gt_boxes = gt_boxes[:, None]
         gt_boxes = list(gt_boxes) if np.ndim(gt_boxes) == 3 else [gt_boxes]
     if not isinstance(gt_boxes, (list, tuple)) or len(gt_boxes) != n:
         raise ValueError(f"gt_boxes must hold one [G, 4] set of boxes per score map ({n}), got "
@@ -161,7 +162,7 @@ class BoxEvaluator:
     def best_iou(self, scoremaps, gt_boxes) -> np.ndarray:
         """[N, T] best IoU of the boxes at each threshold against each map's ground-truth boxes."""
         maps, _ = check_scoremaps(scoremaps)
-        gt = _check_gt_boxes(gt_boxes, len(maps), *maps.shape[1:])
+        gt = _check_gt_boxes(gt_boxes, len(maps))
         if len(maps) == 0:
             return np.zeros((0, len(self.cam_thresholds)))
         if self.backend == "cpp":
@@ -170,8 +171,9 @@ class BoxEvaluator:
                                                           self.percentile) for m, g in zip(maps, gt)])
 
     def accumulate(self, scoremaps, gt_boxes, correct=None) -> None:
-        """Add score maps [N, H, W] (or one [H, W]) in [0, 1], their ground-truth boxes (one [G, 4]
-        set per map) and, for top-1 localization, whether each map's image was classified right."""
+        """Add score maps [N, H, W] (or one [H, W]) in [0, 1], their ground-truth boxes (a [G, 4]
+        set per map, or [N, 4] for one box each) and, for top-1 localization, whether each map's
+        image was classified right."""
         ious = self.best_iou(scoremaps, gt_boxes)
         correct = _check_correct(correct, len(ious))
         for d, delta in enumerate(self.iou_thresholds):
@@ -209,7 +211,7 @@ class MaskEvaluator:
         self.cam_thresholds = check_cam_thresholds(cam_thresholds, cam_curve_interval)
         self.bin_edges = np.append(self.cam_thresholds, [1.0, 2.0, 3.0])
         # The batched histogram is NumPy: it needs no compiled kernel, so only "reference" differs.
-        self.backend = "reference" if _resolve_backend_name(backend) == "reference" else "cpp"
+        self.backend = "reference" if _check_backend(backend) == "reference" else "cpp"
         self.foreground = np.zeros(len(self.bin_edges) - 1)
         self.background = np.zeros(len(self.bin_edges) - 1)
 

@@ -16,8 +16,8 @@
 // (see benchmarks/NOTES.md, "WSOL threshold sweep").
 #include <algorithm>
 #include <array>
-#include <memory>
 #include <cstdint>
+#include <memory>
 #include <queue>
 #include <tuple>
 #include <vector>
