@@ -83,6 +83,7 @@ class Forest {
       : H_(grid.H), W_(grid.W), parent_(grid.size(), -1), node_(new Node[grid.size()]) {}
 
   bool added(int64_t p) const { return parent_[p] >= 0; }
+  int64_t parent(int64_t p) const { return parent_[p]; }
   bool is_root(int64_t p) const { return parent_[p] == p; }
   bool touches_border(int64_t r) const { return node_[r].border; }
   uint32_t version(int64_t r) const { return node_[r].version; }
@@ -267,7 +268,8 @@ int64_t add_bucket(Forest& forest, const Padded& grid, const int32_t* first, con
     int64_t root = -1;
     for (int d = 0; d < kConnectivity; ++d) {
       const int64_t n = i + offsets[d];
-      if (!forest.added(n)) continue;
+      const int64_t up = forest.parent(n);
+      if (up < 0 || up == root) continue;  // not added, or already in i's component
       if (root < 0) {
         root = forest.find(n);
         forest.attach(i, y, x, root);
