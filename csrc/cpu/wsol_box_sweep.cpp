@@ -82,6 +82,10 @@ class Forest {
   explicit Forest(const Padded& grid)
       : H_(grid.H), W_(grid.W), parent_(grid.size(), -1), node_(new Node[grid.size()]) {}
 
+  // Empties the forest for the next pass; the buffers are reused, as fresh ones would cost a
+  // page fault per 4 KB.
+  void reset() { std::fill(parent_.begin(), parent_.end(), -1); }
+
   bool added(int64_t p) const { return parent_[p] >= 0; }
   int64_t parent(int64_t p) const { return parent_[p]; }
   bool is_root(int64_t p) const { return parent_[p] == p; }
@@ -155,7 +159,7 @@ class Forest {
 };
 
 // The roots a bucket created or changed, each once: a root is listed when its mark is older
-// than the bucket.
+// than the bucket. Buckets are numbered on across passes, so the marks never need clearing.
 class Changed {
  public:
   explicit Changed(int64_t P) : mark_(P, -1) {}
@@ -221,10 +225,10 @@ struct Buckets {
   const int32_t* end(int v) const { return order.data() + start[v + 1]; }
 };
 
-Buckets sort_by_value(const uint8_t* q, const Padded& grid) {
+void sort_by_value(const uint8_t* q, const Padded& grid, Buckets& b) {
   const int64_t P = grid.H * grid.W;
-  Buckets b;
   b.order.resize(P);
+  b.start.fill(0);
   for (int64_t p = 0; p < P; ++p) ++b.start[q[p] + 1];
   for (int v = 0; v < kLevels; ++v) b.start[v + 1] += b.start[v];
   std::array<int64_t, kLevels> next;
@@ -232,7 +236,6 @@ Buckets sort_by_value(const uint8_t* q, const Padded& grid) {
   for (int64_t y = 0; y < grid.H; ++y) {
     for (int64_t x = 0; x < grid.W; ++x) b.order[next[q[y * grid.W + x]]++] = int32_t(grid.index(y, x));
   }
-  return b;
 }
 
 // Twice the area one 2x2 window with `count` foreground pixels adds to Forest::quads.
@@ -296,10 +299,10 @@ int64_t add_bucket(Forest& forest, const Padded& grid, const int32_t* first, con
 // contour of largest area, and resolved_out[k] says whether that contour is known: one
 // component, or one whose area's lower bound (quads) beats every other's upper bound (its
 // bounding box, where the contour's vertices lie).
-void sweep_outer(const Buckets& b, const Padded& grid, const GroundTruth& gt, bool multi_contour,
-                 double* best_out, bool* resolved_out) {
+void sweep_outer(const Buckets& b, const Padded& grid, const GroundTruth& gt, bool multi_contour, Forest& forest,
+                 Changed& changed, double* best_out, bool* resolved_out) {
   const int64_t H = grid.H, W = grid.W;
-  Forest forest(grid);
+  forest.reset();
   Ranking by_iou, by_area, by_span;
   const auto valid = [&](int64_t r, uint32_t v) { return forest.is_root(r) && forest.version(r) == v; };
   const auto box_of = [&](int64_t r) {
@@ -307,7 +310,6 @@ void sweep_outer(const Buckets& b, const Padded& grid, const GroundTruth& gt, bo
     return Box{c.x0, c.y0, std::min(c.x1 + 1, W - 1), std::min(c.y1 + 1, H - 1)};
   };
   const double empty_iou = gt.best_iou({0, 0, 0, 0});  // no contour: the protocol's box [0, 0, 0, 0]
-  Changed changed(grid.size());
   int64_t components = 0;
   for (int k = kLevels - 1; k >= 0; --k) {
     if (k + 1 < kLevels) {
@@ -340,14 +342,14 @@ void sweep_outer(const Buckets& b, const Padded& grid, const GroundTruth& gt, bo
 // Hole contours: background {q <= k} for k = 0 up to 255, adding the pixels of value k. A hole is
 // a background component that does not touch the image border; best_out[k] becomes the larger of
 // itself and the best IoU of a hole's box.
-void sweep_holes(const Buckets& b, const Padded& grid, const GroundTruth& gt, double* best_out) {
+void sweep_holes(const Buckets& b, const Padded& grid, const GroundTruth& gt, Forest& forest, Changed& changed,
+                 double* best_out) {
   const int64_t H = grid.H, W = grid.W;
-  Forest forest(grid);
+  forest.reset();
   Ranking by_iou;
   const auto valid = [&](int64_t r, uint32_t v) {
     return forest.is_root(r) && forest.version(r) == v && !forest.touches_border(r);
   };
-  Changed changed(grid.size());
   for (int k = 0; k < kLevels; ++k) {
     add_bucket<4, false>(forest, grid, b.begin(k), b.end(k), changed);
     for (int64_t r : changed.roots()) {
@@ -389,13 +391,16 @@ std::tuple<Tensor, Tensor> wsol_box_sweep_cpu(Tensor q, Tensor gt_boxes, Tensor 
   }
   double* bp = best.mutable_data_ptr<double>();
   bool* rp = resolved.mutable_data_ptr<bool>();
+  const Padded grid{H, W};
   torch::stable::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    Forest forest(grid);  // one workspace per thread's run of maps
+    Changed changed(grid.size());
+    Buckets buckets;
     for (int64_t n = begin; n < end; ++n) {
       const GroundTruth gt{gp + n * G * 4, cp[n]};
-      const Padded grid{H, W};
-      const Buckets buckets = sort_by_value(qp + n * H * W, grid);
-      sweep_outer(buckets, grid, gt, multi_contour, bp + n * kLevels, rp + n * kLevels);
-      if (multi_contour) sweep_holes(buckets, grid, gt, bp + n * kLevels);
+      sort_by_value(qp + n * H * W, grid, buckets);
+      sweep_outer(buckets, grid, gt, multi_contour, forest, changed, bp + n * kLevels, rp + n * kLevels);
+      if (multi_contour) sweep_holes(buckets, grid, gt, forest, changed, bp + n * kLevels);
     }
   });
   return {best, resolved};
