@@ -207,6 +207,14 @@ def register_spatial_softmax2d(suffix: str) -> None:
     _forbid_double_backward(f"camfast::{argmax_backward}")
 
 
+def register_wsol_box_sweep(suffix: str) -> None:
+    """The MaxBoxAcc sweep of camfast.wsol: integer and boolean inputs, nothing to differentiate."""
+
+    @torch.library.register_fake(f"camfast::wsol_box_sweep{suffix}")
+    def _(q, gt_boxes, gt_count, multi_contour):
+        levels = (q.shape[0], 256)
+        return q.new_empty(levels, dtype=torch.float64), q.new_empty(levels, dtype=torch.bool)
+
 REGISTRARS = (
     register_adl,
     register_attention_branch_mix,
@@ -214,6 +222,7 @@ REGISTRARS = (
     register_score_cam_masks,
     register_spatial_softmax2d,
     register_thresholded_avg_pool2d,
+    register_wsol_box_sweep,
 )
 
 if _extension.has_cpp("cpu"):

@@ -58,6 +58,10 @@ STABLE_TORCH_LIBRARY(camfast, m) {
   m.def("spatial_soft_argmax2d(Tensor x, float temperature, bool normalized_coordinates) -> (Tensor, Tensor, Tensor)");
   m.def("_spatial_soft_argmax2d_backward(Tensor grad_out, Tensor x, Tensor out, Tensor row_max, Tensor row_sum, "
         "float temperature, bool normalized_coordinates) -> Tensor");
+
+  // MaxBoxAcc sweep of camfast.wsol, per map and uint8 level k in 0..255: (best IoU [B, 256]
+  // float64, resolved [B, 256] bool: false where the largest contour needs OpenCV's contourArea).
+  m.def("wsol_box_sweep(Tensor q, Tensor gt_boxes, Tensor gt_count, bool multi_contour) -> (Tensor, Tensor)");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(camfast, CompositeExplicitAutograd, m) {
