@@ -215,6 +215,7 @@ def register_wsol_box_sweep(suffix: str) -> None:
         levels = (q.shape[0], 256)
         return q.new_empty(levels, dtype=torch.float64), q.new_empty(levels, dtype=torch.bool)
 
+
 REGISTRARS = (
     register_adl,
     register_attention_branch_mix,

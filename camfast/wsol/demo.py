@@ -198,9 +198,6 @@ def run(config: Config, log=print) -> dict[str, dict[str, float]]:
     train_images, train_labels, _ = make_dataset(config.train_images, config.image_size, rng)
     test_images, test_labels, test_boxes = make_dataset(config.test_images, config.image_size, rng)
     pools = {"GAP": "gap", "TAP": "tap", "ADL": "adl"}
-    if not hasattr(camfast.nn, "ADL"):
-        log("note: camfast.nn.ADL is not available in this build; the ADL variant is skipped")
-        del pools["ADL"]
     rows, models = {}, {}
     for name, pool in pools.items():
         torch.manual_seed(config.seed)
