@@ -122,12 +122,14 @@ def test_normalize_cam_matches_the_protocol_steps():
     assert torch.equal(normalize_cam(np.full((2, 5), 3.0)), torch.zeros(2, 5, dtype=torch.float64))
 
 
-def test_normalize_cam_keeps_its_input():
+def test_normalize_cam_keeps_its_input_and_reads_any_strides():
     cam = torch.randn(2, 7, 7)
     before = cam.clone()
     normalize_cam(cam, (9, 11))
     assert torch.equal(cam, before)
     assert normalize_cam(cam, (9, 11)).shape == (2, 9, 11)
+    transposed = cam.transpose(1, 2)
+    assert torch.equal(normalize_cam(transposed, (9, 11)), normalize_cam(transposed.contiguous(), (9, 11)))
 
 
 # ---- PxAP --------------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ def normalize_cam(cam, size=None) -> torch.Tensor:
     size = _check_size(size)
     if size is not None:
         # dsize is (width, height); each map is resized alone, as the protocol does.
-        resized = [cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_CUBIC) for m in maps]
+        resized = [cv2.resize(np.ascontiguousarray(m), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+                   for m in maps]
         maps = np.stack(resized) if resized else np.empty((0, *size))
     out = np.zeros_like(maps)
     if len(maps):

@@ -16,6 +16,7 @@
 // (see benchmarks/NOTES.md, "WSOL threshold sweep").
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <queue>
@@ -392,11 +393,14 @@ std::tuple<Tensor, Tensor> wsol_box_sweep_cpu(Tensor q, Tensor gt_boxes, Tensor 
   double* bp = best.mutable_data_ptr<double>();
   bool* rp = resolved.mutable_data_ptr<bool>();
   const Padded grid{H, W};
-  torch::stable::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    Forest forest(grid);  // one workspace per thread's run of maps
+  // Maps are handed out one at a time rather than in equal runs per thread: their cost varies,
+  // and so does a shared machine's speed per core.
+  std::atomic<int64_t> next_map{0};
+  torch::stable::parallel_for(0, B, 1, [&](int64_t, int64_t) {
+    Forest forest(grid);  // one workspace per thread, reused across its maps
     Changed changed(grid.size());
     Buckets buckets;
-    for (int64_t n = begin; n < end; ++n) {
+    for (int64_t n = next_map++; n < B; n = next_map++) {
       const GroundTruth gt{gp + n * G * 4, cp[n]};
       sort_by_value(qp + n * H * W, grid, buckets);
       sweep_outer(buckets, grid, gt, multi_contour, forest, changed, bp + n * kLevels, rp + n * kLevels);
