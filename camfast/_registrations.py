@@ -52,6 +52,102 @@ def register_thresholded_avg_pool2d(suffix: str) -> None:
     _forbid_double_backward(f"camfast::{backward_name}")
 
 
+def register_score_cam_masks(suffix: str) -> None:
+    qualname = f"camfast::score_cam_masks{suffix}"
+
+    @torch.library.register_fake(qualname)
+    def _(act, image, align_corners, normalize_feature):
+        n, k = act.shape[:2]
+        return act.new_empty(n, k, *image.shape[1:]), act.new_empty(n, k, dtype=torch.bool)
+
+    # The masks are explainer inputs: differentiating them is a mistake, reported as one.
+    def backward(ctx, *grads):
+        raise RuntimeError(f"{qualname} is not differentiable: its masks are inputs to score, not a loss")
+
+    torch.library.register_autograd(qualname, backward)
+
+
+def register_adl(suffix: str) -> None:
+    forward = f"camfast::adl{suffix}"
+    backward_name = f"_adl_backward{suffix}"
+
+    @torch.library.register_fake(forward)
+    def _(x, drop, threshold):
+        n, _, h, w = x.shape
+        return empty_nchw_like(x), x.new_empty(n, 1, h, w)
+
+    @torch.library.register_fake(f"camfast::{backward_name}")
+    def _(grad_out, x, selected, drop):
+        return empty_nchw_like(x)
+
+    def setup_context(ctx, inputs, output):
+        x, drop, _threshold = inputs
+        _, selected = output
+        ctx.mark_non_differentiable(selected)
+        # The selected map is all the backward needs besides x: the mask itself in the drop
+        # branch, s = sigmoid(a) in the importance branch.
+        ctx.save_for_backward(x, selected, drop)
+
+    def backward(ctx, grad_out, _grad_selected):
+        x, selected, drop = ctx.saved_tensors
+        return _camfast_op(backward_name)(grad_out, x, selected, drop), None, None
+
+    torch.library.register_autograd(forward, backward, setup_context=setup_context)
+    _forbid_double_backward(f"camfast::{backward_name}")
+
+
+def register_channel_spatial_attention(suffix: str) -> None:
+    forward = f"camfast::channel_spatial_attention{suffix}"
+    backward_name = f"_channel_spatial_attention_backward{suffix}"
+
+    @torch.library.register_fake(forward)
+    def _(a, s, softmax):
+        n, _, h, w = a.shape
+        stats = torch.float64 if a.dtype == torch.float64 else torch.float32
+        return empty_nchw_like(a), a.new_empty(n, 1, h, w, dtype=stats)
+
+    @torch.library.register_fake(f"camfast::{backward_name}")
+    def _(grad_out, a, s, t, softmax):
+        return empty_nchw_like(a), s.new_empty(a.shape[:2])
+
+    def setup_context(ctx, inputs, output):
+        a, s, ctx.softmax = inputs
+        _, t = output
+        ctx.mark_non_differentiable(t)
+        ctx.save_for_backward(a, s, t)
+
+    def backward(ctx, grad_out, _grad_t):
+        a, s, t = ctx.saved_tensors
+        grad_a, grad_s = _camfast_op(backward_name)(grad_out, a, s, t, ctx.softmax)
+        return grad_a, grad_s, None
+
+    torch.library.register_autograd(forward, backward, setup_context=setup_context)
+    _forbid_double_backward(f"camfast::{backward_name}")
+
+
+def register_attention_branch_mix(suffix: str) -> None:
+    forward = f"camfast::attention_branch_mix{suffix}"
+    backward_name = f"_attention_branch_mix_backward{suffix}"
+
+    @torch.library.register_fake(forward)
+    def _(g, m):
+        return empty_nchw_like(g)
+
+    @torch.library.register_fake(f"camfast::{backward_name}")
+    def _(grad_out, g, m):
+        return empty_nchw_like(g), m.new_empty(m.shape)
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def backward(ctx, grad_out):
+        g, m = ctx.saved_tensors
+        return _camfast_op(backward_name)(grad_out, g, m)
+
+    torch.library.register_autograd(forward, backward, setup_context=setup_context)
+    _forbid_double_backward(f"camfast::{backward_name}")
+
+
 def row_stats_like(x):
     """Empty row max and row sum, [N, C] in the accumulation dtype (float64 only for float64 x)."""
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -111,7 +207,23 @@ def register_spatial_softmax2d(suffix: str) -> None:
     _forbid_double_backward(f"camfast::{argmax_backward}")
 
 
-REGISTRARS = (register_thresholded_avg_pool2d, register_spatial_softmax2d)
+def register_wsol_box_sweep(suffix: str) -> None:
+    """The MaxBoxAcc sweep of camfast.wsol: integer and boolean inputs, nothing to differentiate."""
+
+    @torch.library.register_fake(f"camfast::wsol_box_sweep{suffix}")
+    def _(q, gt_boxes, gt_count, multi_contour):
+        levels = (q.shape[0], 256)
+        return q.new_empty(levels, dtype=torch.float64), q.new_empty(levels, dtype=torch.bool)
+
+REGISTRARS = (
+    register_adl,
+    register_attention_branch_mix,
+    register_channel_spatial_attention,
+    register_score_cam_masks,
+    register_spatial_softmax2d,
+    register_thresholded_avg_pool2d,
+    register_wsol_box_sweep,
+)
 
 if _extension.has_cpp("cpu"):
     for _register in REGISTRARS:
