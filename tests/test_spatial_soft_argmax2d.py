@@ -105,7 +105,7 @@ BAD_INPUTS = [
     (lambda: torch.randn(2, 3, 4, 4), {"temperature": 0.0}, ValueError, "temperature must be a finite number > 0"),
     (lambda: torch.randn(2, 3, 4, 4), {"temperature": float("inf")}, ValueError, "temperature must be a finite"),
     (lambda: torch.randn(2, 3, 4, 4), {"temperature": "1"}, TypeError, "temperature must be a real"),
-    (lambda: torch.randn(2, 3, 4, 4), {"normalized_coordinates": 1}, TypeError, "normalized_coordinates must be a bool"),
+    (lambda: torch.randn(2, 3, 4, 4), {"normalized_coordinates": 1}, TypeError, "normalized_coordinates must be a b"),
     (lambda: [[1.0]], {}, TypeError, "x must be a torch.Tensor"),
 ]
 

@@ -15,6 +15,7 @@
 #include "../kernels/spatial_softmax2d.cuh"
 #include "../ops/spatial_softmax2d.h"
 #include "loops.h"
+#include "memory.h"
 #include "simd.h"
 
 namespace camfast {
@@ -41,7 +42,9 @@ template <class A> struct Coordinates {
 
 // ---- one row: contiguous (kUnit) or strided ----
 
-template <class T, bool kUnit> CAMFAST_SIMD_CLONES acc_t<T> row_max(const T* x, Stride<kUnit> at, int64_t P, acc_t<T> inv_t) {
+template <class T, bool kUnit>
+CAMFAST_SIMD_CLONES
+acc_t<T> row_max(const T* x, Stride<kUnit> at, int64_t P, acc_t<T> inv_t) {
   using A = acc_t<T>;
   A m = lowest<A>();
   int has_nan = 0;
@@ -55,7 +58,8 @@ template <class T, bool kUnit> CAMFAST_SIMD_CLONES acc_t<T> row_max(const T* x, 
 }
 
 template <class T, bool kUnit>
-CAMFAST_SIMD_CLONES void softmax_row(const T* x, Stride<kUnit> xa, T* out, Stride<kUnit> oa, int64_t P, acc_t<T> inv_t, acc_t<T>* m,
+CAMFAST_SIMD_CLONES
+void softmax_row(const T* x, Stride<kUnit> xa, T* out, Stride<kUnit> oa, int64_t P, acc_t<T> inv_t, acc_t<T>* m,
                  acc_t<T>* s) {
   using A = acc_t<T>;
   const A mx = row_max(x, xa, P, inv_t);
@@ -75,7 +79,8 @@ CAMFAST_SIMD_CLONES void softmax_row(const T* x, Stride<kUnit> xa, T* out, Strid
 
 // grad_x doubles as the buffer for p between the two passes.
 template <class T, bool kUnit>
-CAMFAST_SIMD_CLONES void softmax_backward_row(const T* g, Stride<kUnit> ga, const T* x, Stride<kUnit> xa, T* gx, Stride<kUnit> oa,
+CAMFAST_SIMD_CLONES
+void softmax_backward_row(const T* g, Stride<kUnit> ga, const T* x, Stride<kUnit> xa, T* gx, Stride<kUnit> oa,
                           int64_t P, acc_t<T> inv_t, acc_t<T> m, acc_t<T> inv_s) {
   using A = acc_t<T>;
   A dot = A(0);
@@ -90,8 +95,9 @@ CAMFAST_SIMD_CLONES void softmax_backward_row(const T* g, Stride<kUnit> ga, cons
 }
 
 template <class T, bool kUnit>
-CAMFAST_SIMD_CLONES void soft_argmax_row(const T* x, Stride<kUnit> xa, int64_t P, const acc_t<T>* X, const acc_t<T>* Y,
-                     acc_t<T> inv_t, acc_t<T>* out, acc_t<T>* m, acc_t<T>* s) {
+CAMFAST_SIMD_CLONES
+void soft_argmax_row(const T* x, Stride<kUnit> xa, int64_t P, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t,
+                     acc_t<T>* out, acc_t<T>* m, acc_t<T>* s) {
   using A = acc_t<T>;
   const A mx = row_max(x, xa, P, inv_t);
   A sum = A(0), sx = A(0), sy = A(0);
@@ -109,9 +115,10 @@ CAMFAST_SIMD_CLONES void soft_argmax_row(const T* x, Stride<kUnit> xa, int64_t P
 }
 
 template <class T, bool kUnit>
-CAMFAST_SIMD_CLONES void soft_argmax_backward_row(const acc_t<T>* g, const acc_t<T>* out, const T* x, Stride<kUnit> xa, T* gx, Stride<kUnit> oa,
-                              int64_t P, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t, acc_t<T> m,
-                              acc_t<T> s) {
+CAMFAST_SIMD_CLONES
+void soft_argmax_backward_row(const acc_t<T>* g, const acc_t<T>* out, const T* x, Stride<kUnit> xa, T* gx,
+                              Stride<kUnit> oa, int64_t P, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t,
+                              acc_t<T> m, acc_t<T> s) {
   using A = acc_t<T>;
   const A g_x = g[0], g_y = g[1];
   const A c = ssm::expected_dot(g_x, g_y, out[0], out[1]);
@@ -125,7 +132,9 @@ CAMFAST_SIMD_CLONES void soft_argmax_backward_row(const acc_t<T>* g, const acc_t
 // ---- a block of channels, channels innermost: every pass vectorised over C ----
 
 // row_max over a block: m[c] for c < nc, x at x[p * sP + c].
-template <class T> CAMFAST_SIMD_CLONES void block_max(const T* x, int64_t sP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m) {
+template <class T>
+CAMFAST_SIMD_CLONES
+void block_max(const T* x, int64_t sP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m) {
   using A = acc_t<T>;
   bool has_nan[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) {
@@ -144,7 +153,8 @@ template <class T> CAMFAST_SIMD_CLONES void block_max(const T* x, int64_t sP, in
 }
 
 template <class T>
-CAMFAST_SIMD_CLONES void softmax_block(const T* x, int64_t sP, T* out, int64_t oP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m,
+CAMFAST_SIMD_CLONES
+void softmax_block(const T* x, int64_t sP, T* out, int64_t oP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m,
                    acc_t<T>* s) {
   using A = acc_t<T>;
   block_max(x, sP, P, nc, inv_t, m);
@@ -167,7 +177,8 @@ CAMFAST_SIMD_CLONES void softmax_block(const T* x, int64_t sP, T* out, int64_t o
 }
 
 template <class T>
-CAMFAST_SIMD_CLONES void softmax_backward_block(const T* g, int64_t gP, const T* x, int64_t sP, T* gx, int64_t oP, int64_t P, int64_t nc,
+CAMFAST_SIMD_CLONES
+void softmax_backward_block(const T* g, int64_t gP, const T* x, int64_t sP, T* gx, int64_t oP, int64_t P, int64_t nc,
                             acc_t<T> inv_t, const acc_t<T>* m, const acc_t<T>* s) {
   using A = acc_t<T>;
   A inv_s[kChannelBlock], dot[kChannelBlock];
@@ -192,7 +203,8 @@ CAMFAST_SIMD_CLONES void softmax_backward_block(const T* g, int64_t gP, const T*
 }
 
 template <class T>
-CAMFAST_SIMD_CLONES void soft_argmax_block(const T* x, int64_t sP, int64_t P, int64_t nc, const acc_t<T>* X, const acc_t<T>* Y,
+CAMFAST_SIMD_CLONES
+void soft_argmax_block(const T* x, int64_t sP, int64_t P, int64_t nc, const acc_t<T>* X, const acc_t<T>* Y,
                        acc_t<T> inv_t, acc_t<T>* out, acc_t<T>* m, acc_t<T>* s) {
   using A = acc_t<T>;
   block_max(x, sP, P, nc, inv_t, m);
@@ -215,9 +227,10 @@ CAMFAST_SIMD_CLONES void soft_argmax_block(const T* x, int64_t sP, int64_t P, in
 }
 
 template <class T>
-CAMFAST_SIMD_CLONES void soft_argmax_backward_block(const acc_t<T>* g, const acc_t<T>* out, const T* x, int64_t sP, T* gx, int64_t oP, int64_t P,
-                                int64_t nc, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t, const acc_t<T>* m,
-                                const acc_t<T>* s) {
+CAMFAST_SIMD_CLONES
+void soft_argmax_backward_block(const acc_t<T>* g, const acc_t<T>* out, const T* x, int64_t sP, T* gx, int64_t oP,
+                                int64_t P, int64_t nc, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t,
+                                const acc_t<T>* m, const acc_t<T>* s) {
   using A = acc_t<T>;
   A g_x[kChannelBlock], g_y[kChannelBlock], c0[kChannelBlock], k[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) {
@@ -253,6 +266,7 @@ template <class T> void softmax_forward(const ssm::SoftmaxForwardIO& io, double 
   const NCP &v = io.x.v, &o = io.out.v;
   const T* xp = io.x.t.const_data_ptr<T>();
   T* op = io.out.t.mutable_data_ptr<T>();
+  cpu::advise_huge_pages(op, io.out.t.numel() * int64_t(sizeof(T)));
   A* mp = io.stats.max.mutable_data_ptr<A>();
   A* sp = io.stats.sum.mutable_data_ptr<A>();
   const A inv_t = ssm::inverse<A>(temperature);
@@ -280,6 +294,7 @@ template <class T> void softmax_backward(const ssm::SoftmaxBackwardIO& io, doubl
   const T* gp = io.grad_out.t.const_data_ptr<T>();
   const T* xp = io.x.t.const_data_ptr<T>();
   T* op = io.grad_x.t.mutable_data_ptr<T>();
+  cpu::advise_huge_pages(op, io.grad_x.t.numel() * int64_t(sizeof(T)));
   const A* mp = io.stats.max.const_data_ptr<A>();
   const A* sp = io.stats.sum.const_data_ptr<A>();
   const A inv_t = ssm::inverse<A>(temperature);
@@ -340,6 +355,7 @@ void soft_argmax_backward(const ssm::ArgmaxBackwardIO& io, double temperature, c
   const A* outp = io.out.const_data_ptr<A>();
   const T* xp = io.x.t.const_data_ptr<T>();
   T* op = io.grad_x.t.mutable_data_ptr<T>();
+  cpu::advise_huge_pages(op, io.grad_x.t.numel() * int64_t(sizeof(T)));
   const A* mp = io.stats.max.const_data_ptr<A>();
   const A* sp = io.stats.sum.const_data_ptr<A>();
   const A inv_t = ssm::inverse<A>(temperature);
