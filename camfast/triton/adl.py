@@ -121,7 +121,9 @@ def adl_triton(x: torch.Tensor, drop: torch.Tensor, threshold: float) -> tuple[t
 
 
 @torch.library.custom_op("camfast::_adl_backward_triton", mutates_args=())
-def adl_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, selected: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+def adl_backward_triton(
+    grad_out: torch.Tensor, x: torch.Tensor, selected: torch.Tensor, drop: torch.Tensor
+) -> torch.Tensor:
     x, grad_out, sel = with_mergeable_hw(x), with_mergeable_hw(grad_out), selected.contiguous()
     if channels_inner(grad_out) != channels_inner(x):  # read in x's order, as the C++ kernels do
         grad_out = grad_out.contiguous(memory_format=output_memory_format(x))
