@@ -51,7 +51,8 @@ class ADL(nn.Module):
                        per_sample=self.per_sample, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return f"drop_rate={self.drop_rate}, threshold={self.threshold}" + (", per_sample=True" if self.per_sample else "")
+        extra = ", per_sample=True" if self.per_sample else ""
+        return f"drop_rate={self.drop_rate}, threshold={self.threshold}{extra}"
 
 
 class ChannelSpatialAttention(nn.Module):

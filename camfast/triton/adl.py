@@ -13,7 +13,7 @@ import triton.language as tl
 
 from .._layout import channels_inner, empty_nchw_like, ncp_strides, output_memory_format, with_mergeable_hw
 from .._registrations import register_adl
-from ._utils import TILE_ELEMENTS, acc_dtype, row_tiles
+from ._utils import acc_dtype, pixel_tiles, row_tiles
 
 
 @triton.jit
@@ -90,14 +90,6 @@ def _scale_kernel(x_ptr, sel_ptr, shift_ptr, out_ptr, C, P, s_n, s_c, s_p, o_n, 
     tl.store(out_ptr + n * o_n + cs[:, None] * o_c + pp * o_p, out, mask=ok)
 
 
-def _sum_tiles(x: torch.Tensor) -> tuple[int, int]:
-    """(BLOCK_C, BLOCK_P) for the channel sums, whose grid is (N, pixel blocks): narrow pixel
-    blocks, so that a batch of small maps still launches enough programs to fill a GPU."""
-    c, p = x.shape[1], x.shape[2] * x.shape[3]
-    block_p = min(triton.next_power_of_2(max(p, 1)), 16 if channels_inner(x) else 128)
-    return max(1, min(TILE_ELEMENTS // block_p, triton.next_power_of_2(max(c, 1)))), block_p
-
-
 def _scale(x, sel, shift, out, block_c, block_p):
     c, p = x.shape[1], x.shape[2] * x.shape[3]
     _scale_kernel[(x.shape[0], triton.cdiv(c, block_c), triton.cdiv(p, block_p))](
@@ -117,7 +109,7 @@ def adl_triton(x: torch.Tensor, drop: torch.Tensor, threshold: float) -> tuple[t
     out, sel = empty_nchw_like(x), x.new_empty(n, 1, h, w)
     if n * h * w:
         flags, acc = _flags(drop), acc_dtype(x.dtype)
-        block_c, block_p = _sum_tiles(x)
+        block_c, block_p = pixel_tiles(x)
         _channel_sums_kernel[(n, triton.cdiv(h * w, block_p))](
             x, x, flags, sel, sel, c, h * w, *ncp_strides(x), *ncp_strides(x),
             BACKWARD=False, ACC=acc, BLOCK_C=block_c, BLOCK_P=block_p,
@@ -129,7 +121,9 @@ def adl_triton(x: torch.Tensor, drop: torch.Tensor, threshold: float) -> tuple[t
 
 
 @torch.library.custom_op("camfast::_adl_backward_triton", mutates_args=())
-def adl_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, selected: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+def adl_backward_triton(
+    grad_out: torch.Tensor, x: torch.Tensor, selected: torch.Tensor, drop: torch.Tensor
+) -> torch.Tensor:
     x, grad_out, sel = with_mergeable_hw(x), with_mergeable_hw(grad_out), selected.contiguous()
     if channels_inner(grad_out) != channels_inner(x):  # read in x's order, as the C++ kernels do
         grad_out = grad_out.contiguous(memory_format=output_memory_format(x))
@@ -139,7 +133,7 @@ def adl_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, selected: torch
         acc = acc_dtype(x.dtype)
         shift = torch.empty(n, h * w, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
                             device=x.device)
-        block_c, block_p = _sum_tiles(x)
+        block_c, block_p = pixel_tiles(x)
         _channel_sums_kernel[(n, triton.cdiv(h * w, block_p))](
             x, grad_out, _flags(drop), sel, shift, c, h * w, *ncp_strides(x), *ncp_strides(grad_out),
             BACKWARD=True, ACC=acc, BLOCK_C=block_c, BLOCK_P=block_p,

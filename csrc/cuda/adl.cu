@@ -14,15 +14,14 @@
 #include "../kernels/adl.cuh"
 #include "../ops/adl.h"
 #include "cuda_utils.cuh"
+#include "pixel_tiles.cuh"
 
 namespace camfast {
 namespace {
 
 using torch::stable::Tensor;
-using cuda::kWarp;
 
-constexpr int kLanes = 8;            // channel lanes per pixel in the NCHW sums; warps per block
-constexpr int kThreads = 256;        // threads per block in the mask and scaling kernels
+constexpr int kThreads = 256;  // threads per block in the scaling kernel
 
 // Per-pixel result of the channel sums. Forward (kBackward false): sel = the mean in the drop
 // branch, else its sigmoid. Backward: shift = 0 in the drop branch, else s (1 - s) / C * sum g x.
@@ -37,74 +36,41 @@ __device__ __forceinline__ void finish_pixel(acc_t<T> sum, int64_t i, int64_t ch
   }
 }
 
-// Sum over channels of x (times y when kBackward) per pixel; pixels contiguous (NCHW): threadIdx.x
-// walks 32 consecutive pixels (coalesced), threadIdx.y splits the channels.
-template <class T, bool kBackward>
-__global__ void channel_sums_pixels(const T* __restrict__ x, NCP v, const T* __restrict__ y, NCP yv,
-                                    const uint8_t* __restrict__ drop, T* sel, acc_t<T>* shift) {
+// Sum over channels of x (times y when kBackward) per pixel, a tile of pixels per block with
+// lanes along the contiguous axis (pixel_tiles.cuh); kCI: channels innermost.
+template <class T, bool kCI, bool kBackward>
+__global__ void channel_sums(const T* __restrict__ x, NCP v, const T* __restrict__ y, NCP yv,
+                             const uint8_t* __restrict__ drop, T* sel, acc_t<T>* shift) {
   using A = acc_t<T>;
-  __shared__ A partial[kLanes][kWarp];
-  const int64_t n = blockIdx.y;
-  const int64_t p = int64_t(blockIdx.x) * kWarp + threadIdx.x;
-  const bool skip = kBackward && drop[n] != 0;  // the drop branch's gradient needs no sums
+  using Tile = cuda::PixelTile<kCI>;
+  const Tile tile(v.P);
+  const bool active = tile.p < v.P;
+  const bool is_drop = drop[tile.n] != 0;
   A sum = A(0);
-  if (p < v.P && !skip) {
-    const T* xp = x + n * v.sN + p * v.sP;
-    const T* yp = kBackward ? y + n * yv.sN + p * yv.sP : nullptr;
-    for (int64_t c = threadIdx.y; c < v.C; c += kLanes) {
+  if (active && !(kBackward && is_drop)) {  // the drop branch's gradient needs no sums
+    const T* xp = x + tile.n * v.sN + tile.p * v.sP;
+    const T* yp = kBackward ? y + tile.n * yv.sN + tile.p * yv.sP : nullptr;
+    for (int64_t c = tile.c_first; c < v.C; c += Tile::kStep) {
       sum += kBackward ? A(xp[c * v.sC]) * A(yp[c * yv.sC]) : A(xp[c * v.sC]);
     }
   }
-  partial[threadIdx.y][threadIdx.x] = sum;
-  __syncthreads();
-  if (threadIdx.y != 0 || p >= v.P) return;
-  for (int i = 1; i < kLanes; ++i) sum += partial[i][threadIdx.x];
-  finish_pixel<T, kBackward>(sum, n * v.P + p, v.C, drop[n] != 0, sel, shift);
-}
-
-// The same with channels innermost (channels_last): one warp per pixel, lanes across channels.
-template <class T, bool kBackward>
-__global__ void channel_sums_channels(const T* __restrict__ x, NCP v, const T* __restrict__ y, NCP yv,
-                                      const uint8_t* __restrict__ drop, T* sel, acc_t<T>* shift) {
-  using A = acc_t<T>;
-  const int64_t n = blockIdx.y;
-  const int64_t p = int64_t(blockIdx.x) * kLanes + threadIdx.y;
-  if (p >= v.P) return;  // whole warps leave together
-  const bool skip = kBackward && drop[n] != 0;
-  A sum = A(0);
-  if (!skip) {
-    const T* xp = x + n * v.sN + p * v.sP;
-    const T* yp = kBackward ? y + n * yv.sN + p * yv.sP : nullptr;
-    for (int64_t c = threadIdx.x; c < v.C; c += kWarp) {
-      sum += kBackward ? A(xp[c * v.sC]) * A(yp[c * yv.sC]) : A(xp[c * v.sC]);
-    }
-  }
-  sum = cuda::warp_sum(sum);
-  if (threadIdx.x == 0) finish_pixel<T, kBackward>(sum, n * v.P + p, v.C, drop[n] != 0, sel, shift);
+  sum = tile.channel_sum(sum);  // every thread takes part: the reduction may synchronise the block
+  if (active && tile.c_first == 0) finish_pixel<T, kBackward>(sum, tile.n * v.P + tile.p, v.C, is_drop, sel, shift);
 }
 
 // One block per sample: a drop sample's mean map becomes [a < ratio * max a].
 template <class T>
 __global__ void drop_mask(T* sel, int64_t P, const uint8_t* __restrict__ drop, double ratio) {
   using A = acc_t<T>;
-  __shared__ A s_max[kThreads / kWarp];
-  __shared__ int s_nan[kThreads / kWarp];
+  constexpr int kBlock = cuda::kLanes * cuda::kGroups;
   const int64_t n = blockIdx.x;
   if (drop[n] == 0) return;  // the whole block leaves
   T* row = sel + n * P;
   NanMax<A> m;
-  for (int64_t p = threadIdx.x; p < P; p += kThreads) m.add(A(row[p]));
-  m = cuda::warp_max(m);
-  const int warp = threadIdx.x / kWarp;
-  if (threadIdx.x % kWarp == 0) {
-    s_max[warp] = m.value;
-    s_nan[warp] = m.has_nan;
-  }
-  __syncthreads();
-  NanMax<A> all;
-  for (int i = 0; i < kThreads / kWarp; ++i) all.merge(NanMax<A>{s_max[i], s_nan[i] != 0});
-  const T t = adl::threshold<T>(all.result(), ratio);
-  for (int64_t p = threadIdx.x; p < P; p += kThreads) row[p] = adl::drop_mask(row[p], t);
+  const int first = threadIdx.y * cuda::kLanes + threadIdx.x;
+  for (int64_t p = first; p < P; p += kBlock) m.add(A(row[p]));
+  const T t = adl::threshold<T>(cuda::block_max(m), ratio);
+  for (int64_t p = first; p < P; p += kBlock) row[p] = adl::drop_mask(row[p], t);
 }
 
 // out = in * sel (+ shift), sel and shift per pixel. One block per row of out's innermost axis:
@@ -125,16 +91,16 @@ __global__ void scale(const T* __restrict__ in, NCP v, const T* __restrict__ sel
   }
 }
 
-// Channel sums over x (and y) into sel or shift, with the kernel that fits x's layout.
+// Channel sums over x (and y) into sel or shift, with the tiles that fit x's layout.
 template <class T, bool kBackward>
 void launch_sums(const T* x, const NCP& v, const T* y, const NCP& yv, const uint8_t* drop, T* sel, acc_t<T>* shift,
                  cudaStream_t stream) {
   if (v.channels_inner()) {
-    const dim3 grid(unsigned(cuda::ceil_div(v.P, kLanes)), unsigned(v.N));
-    channel_sums_channels<T, kBackward><<<grid, dim3(kWarp, kLanes), 0, stream>>>(x, v, y, yv, drop, sel, shift);
+    channel_sums<T, true, kBackward>
+        <<<cuda::PixelTile<true>::grid(v), cuda::kTileBlock, 0, stream>>>(x, v, y, yv, drop, sel, shift);
   } else {
-    const dim3 grid(unsigned(cuda::ceil_div(v.P, kWarp)), unsigned(v.N));
-    channel_sums_pixels<T, kBackward><<<grid, dim3(kWarp, kLanes), 0, stream>>>(x, v, y, yv, drop, sel, shift);
+    channel_sums<T, false, kBackward>
+        <<<cuda::PixelTile<false>::grid(v), cuda::kTileBlock, 0, stream>>>(x, v, y, yv, drop, sel, shift);
   }
 }
 
@@ -158,7 +124,7 @@ std::tuple<Tensor, Tensor> adl_cuda(Tensor x, Tensor drop, double threshold) {
     const T* xp = io.x.const_data_ptr<T>();
     T* sp = io.sel.mutable_data_ptr<T>();
     launch_sums<T, false>(xp, v, nullptr, v, flags, sp, nullptr, stream);
-    drop_mask<T><<<unsigned(v.N), kThreads, 0, stream>>>(sp, v.P, flags, threshold);
+    drop_mask<T><<<unsigned(v.N), cuda::kTileBlock, 0, stream>>>(sp, v.P, flags, threshold);
     if (v.C > 0) launch_scale<T>(xp, v, sp, nullptr, io.out.mutable_data_ptr<T>(), o, stream);
   });
   cuda::check_launch(adl::kOp);
