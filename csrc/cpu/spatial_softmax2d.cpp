@@ -136,20 +136,22 @@ template <class T>
 CAMFAST_SIMD_CLONES
 void block_max(const T* x, int64_t sP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m) {
   using A = acc_t<T>;
-  bool has_nan[kChannelBlock];
+  // Local arrays (no aliasing with x) and int flags (bool arrays do not vectorise).
+  A mx[kChannelBlock];
+  int32_t has_nan[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) {
-    m[c] = lowest<A>();
-    has_nan[c] = false;
+    mx[c] = lowest<A>();
+    has_nan[c] = 0;
   }
   for (int64_t p = 0; p < P; ++p) {
     const T* px = x + p * sP;
     for (int64_t c = 0; c < nc; ++c) {
       const A z = A(px[c]) * inv_t;
-      has_nan[c] |= (z != z);
-      m[c] = z > m[c] ? z : m[c];
+      has_nan[c] |= int32_t(z != z);
+      mx[c] = z > mx[c] ? z : mx[c];
     }
   }
-  for (int64_t c = 0; c < nc; ++c) m[c] = has_nan[c] ? quiet_nan<A>() : m[c];
+  for (int64_t c = 0; c < nc; ++c) m[c] = has_nan[c] ? quiet_nan<A>() : mx[c];
 }
 
 template <class T>
