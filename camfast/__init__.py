@@ -3,9 +3,10 @@
 from ._version import __version__
 from . import _backend, _extension, _registrations  # noqa: F401  (loads camfast._C, registers fakes/autograd)
 from . import nn, reference
+from . import cam  # the explainers (camfast.cam.GradCAM, ...)
 from ._config import show_config
 from .ops import thresholded_avg_pool2d
 
 _backend.load_triton_ops()
 
-__all__ = ["__version__", "nn", "reference", "show_config", "thresholded_avg_pool2d"]
+__all__ = ["__version__", "cam", "nn", "reference", "show_config", "thresholded_avg_pool2d"]
