@@ -28,8 +28,8 @@ class CAM(Explainer):
 
     W is the classifier's weight (no bias), A the target layer's activation; `fc` names the
     classifier (default: the model's only nn.Linear), whose inputs must be the K channels of A
-    after global pooling. The authors' code applies no ReLU (`relu=False`); torchcam does
-    (`relu=True`). `nwc=True` clamps W to max(W, 0) (negative weight clamping, Bae et al. 2020).
+    after global pooling. The authors' code applies no ReLU (`relu=False`), nor does torchcam
+    0.5.0's code (its docstring shows one). `nwc=True` clamps W to max(W, 0) (negative weight clamping, Bae et al. 2020).
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str, fc: nn.Module | str | None = None,
