@@ -5,8 +5,8 @@ from . import _backend, _extension, _registrations  # noqa: F401  (loads camfast
 from . import nn, reference
 from . import cam  # the explainers (camfast.cam.GradCAM, ...)
 from ._config import show_config
-from .ops import thresholded_avg_pool2d
+from .ops import score_cam_masks, thresholded_avg_pool2d
 
 _backend.load_triton_ops()
 
-__all__ = ["__version__", "cam", "nn", "reference", "show_config", "thresholded_avg_pool2d"]
+__all__ = ["__version__", "cam", "nn", "reference", "score_cam_masks", "show_config", "thresholded_avg_pool2d"]

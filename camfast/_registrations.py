@@ -52,7 +52,22 @@ def register_thresholded_avg_pool2d(suffix: str) -> None:
     _forbid_double_backward(f"camfast::{backward_name}")
 
 
-REGISTRARS = (register_thresholded_avg_pool2d,)
+def register_score_cam_masks(suffix: str) -> None:
+    qualname = f"camfast::score_cam_masks{suffix}"
+
+    @torch.library.register_fake(qualname)
+    def _(act, image, align_corners, normalize_feature):
+        n, k = act.shape[:2]
+        return act.new_empty(n, k, *image.shape[1:]), act.new_empty(n, k, dtype=torch.bool)
+
+    # The masks are explainer inputs: differentiating them is a mistake, reported as one.
+    def backward(ctx, *grads):
+        raise RuntimeError(f"{qualname} is not differentiable: its masks are inputs to score, not a loss")
+
+    torch.library.register_autograd(qualname, backward)
+
+
+REGISTRARS = (register_thresholded_avg_pool2d, register_score_cam_masks)
 
 if _extension.has_cpp("cpu"):
     for _register in REGISTRARS:

@@ -30,6 +30,10 @@ STABLE_TORCH_LIBRARY(camfast, m) {
   // Thresholded average pooling: (out [N, C], threshold [N, C], count [N, C] int32).
   m.def("thresholded_avg_pool2d(Tensor x, float tau) -> (Tensor, Tensor, Tensor)");
   m.def("_thresholded_avg_pool2d_backward(Tensor grad_out, Tensor x, Tensor threshold, Tensor count) -> Tensor");
+
+  // Score-CAM masked inputs: (masks [N, K, C, H, W] contiguous, constant-map flags [N, K] bool).
+  // Not differentiable (explainer inputs); no backward op.
+  m.def("score_cam_masks(Tensor act, Tensor image, bool align_corners, bool normalize_feature) -> (Tensor, Tensor)");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(camfast, CompositeExplicitAutograd, m) {

@@ -6,7 +6,7 @@ camfast loads them at import when Triton can run: on CUDA, or on CPU under TRITO
 
 import importlib
 
-STEMS = ("thresholded_avg_pool2d",)
+STEMS = ("score_cam_masks", "thresholded_avg_pool2d")
 
 
 def load_all() -> None:

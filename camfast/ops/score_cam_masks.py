@@ -1,0 +1,66 @@
+"""Score-CAM masked inputs, the public function."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _backend, reference
+from .._validation import check_choice, check_flag, check_nchw, check_same_device, check_same_dtype
+
+NORMALIZE_STAGES = ("upsampled", "feature")
+
+
+def score_cam_masks(
+    act: torch.Tensor,
+    image: torch.Tensor,
+    *,
+    align_corners: bool = False,
+    normalize_stage: str = "upsampled",
+    return_constant: bool = False,
+    backend: str | None = None,
+):
+    """The masked inputs image * M_k that Score-CAM scores, one per activation map A_k.
+
+    Wang et al., "Score-CAM: Score-Weighted Visual Explanations for CNNs", CVPR-W 2020. Per
+    (n, k), with up = bilinear upsample of act[n, k] to image's (H, W) (F.interpolate semantics):
+
+        normalize_stage="upsampled" (authors' code):  M = (up - min up) / (max up - min up)
+        normalize_stage="feature"   (torch-cam):      M = upsample((A - min A) / (max A - min A))
+        out[n, k] = M * image[n]
+
+    A constant map (max == min where it is normalised) gives M = 0: all constant maps give the
+    same masked input (zeros), so an explainer can score them with one forward pass; their [N, K]
+    flags come back with return_constant=True. A map holding NaN gives a NaN mask.
+
+    The masks are explainer inputs, not differentiable: on the compiled backends a backward
+    through them raises RuntimeError (the reference is plain PyTorch and differentiates).
+
+    Args:
+        act: Tensor[N, K, h, w] activation maps, any strides (K may be a chunk of the channels).
+        image: Tensor[N, C, H, W] (usually C = 3), same device and dtype as act, any strides.
+        align_corners: F.interpolate's align_corners (False in the authors' code).
+        normalize_stage: "upsampled" or "feature", see above.
+        return_constant: also return the [N, K] bool tensor of constant maps.
+        backend: None/"auto", "cpp", "triton" or "reference" (see camfast.show_config()).
+
+    Returns:
+        Tensor[N, K, C, H, W] contiguous, in act's dtype; with return_constant, (masks, constant).
+    """
+    check_nchw(act, "act")
+    check_nchw(image, "image")
+    check_same_device({"act": act, "image": image})
+    check_same_dtype({"act": act, "image": image})
+    if act.shape[0] != image.shape[0]:
+        raise ValueError(
+            f"act and image must have the same batch size N, got {act.shape[0]} and {image.shape[0]}"
+        )
+    align_corners = check_flag(align_corners, "align_corners")
+    normalize_stage = check_choice(normalize_stage, "normalize_stage", NORMALIZE_STAGES)
+    return_constant = check_flag(return_constant, "return_constant")
+    chosen = _backend.resolve(backend, act.device)
+    if chosen == "reference":
+        masks, constant = reference.score_cam_masks(act, image, align_corners, normalize_stage, return_constant=True)
+    else:
+        op = _backend.op("score_cam_masks", chosen)
+        masks, constant = op(act, image, align_corners, normalize_stage == "feature")
+    return (masks, constant) if return_constant else masks

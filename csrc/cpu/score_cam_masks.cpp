@@ -1,0 +1,149 @@
+// Score-CAM masked inputs on the CPU. Two passes: per map, its extrema (over the upsampled map
+// at the "upsampled" stage, recomputed rather than stored); then, in parallel over output rows,
+// each mask row once and its product with every image channel, so the output, by far the
+// largest tensor, is written once and nothing of its size is read.
+#include <tuple>
+#include <vector>
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include "../kernels/score_cam_masks.cuh"
+#include "../ops/score_cam_masks.h"
+#include "loops.h"
+
+namespace camfast {
+namespace {
+
+using torch::stable::Tensor;
+using scm::MapStats;
+using scm::Tap;
+
+template <class A> std::vector<Tap<A>> axis_taps(int64_t in, int64_t out, bool align_corners) {
+  std::vector<Tap<A>> taps(out);
+  for (int64_t i = 0; i < out; ++i) taps[i] = scm::linear_tap<A>(in, out, align_corners, i);
+  return taps;
+}
+
+template <class T> struct Kernel {
+  using A = acc_t<T>;
+  const scm::IO& io;
+  const T* act;
+  std::vector<Tap<A>> rows, cols;  // taps of every output row and column
+
+  Kernel(const scm::IO& io, bool align_corners)
+      : io(io), act(io.act.const_data_ptr<T>()),
+        rows(axis_taps<A>(io.a.h, io.H, align_corners)), cols(axis_taps<A>(io.a.w, io.W, align_corners)) {}
+
+  const T* map(int64_t r) const { return act + (r / io.a.K) * io.a.sN + (r % io.a.K) * io.a.sK; }
+
+  scm::Extrema<A> source_extrema(int64_t r) const {
+    const T* m = map(r);
+    scm::Extrema<A> e;
+    for (int64_t i = 0; i < io.a.h; ++i) {
+      for (int64_t j = 0; j < io.a.w; ++j) e.add(A(m[i * io.a.sH + j * io.a.sW]));
+    }
+    return e;
+  }
+
+  // Map r as h x w contiguous values, each mapped by s.source().
+  void load(int64_t r, const MapStats<A>& s, A* src) const {
+    const T* m = map(r);
+    for (int64_t i = 0; i < io.a.h; ++i) {
+      for (int64_t j = 0; j < io.a.w; ++j) src[i * io.a.w + j] = s.source(A(m[i * io.a.sH + j * io.a.sW]));
+    }
+  }
+
+  // Row y of the upsampled map, in F.interpolate's order: along W within rows, then along H.
+  void upsample_row(const A* src, int64_t y, A* up) const {
+    const Tap<A>& ty = rows[y];
+    const A* top = src + ty.i0 * io.a.w;
+    const A* bottom = src + ty.i1 * io.a.w;
+    for (int64_t x = 0; x < io.W; ++x) {
+      const Tap<A>& tx = cols[x];
+      up[x] = scm::lerp(scm::lerp(top[tx.i0], top[tx.i1], tx), scm::lerp(bottom[tx.i0], bottom[tx.i1], tx), ty);
+    }
+  }
+
+  MapStats<A> stats(int64_t r, bool feature, std::vector<A>& src, std::vector<A>& up) const {
+    MapStats<A> s = scm::source_stats(source_extrema(r), feature);
+    if (feature || s.constant) return s;
+    load(r, s, src.data());
+    scm::Extrema<A> e;
+    for (int64_t y = 0; y < io.H; ++y) {
+      upsample_row(src.data(), y, up.data());
+      for (int64_t x = 0; x < io.W; ++x) e.add(up[x]);
+    }
+    scm::with_upsampled(s, e);
+    return s;
+  }
+
+  // out[n, k, :, y, :] = mask row * image[n, :, y, :], with the image's unit stride known at
+  // compile time so that the contiguous case vectorises.
+  template <bool kUnit> void write_row(int64_t r, int64_t y, const A* mask, T* out) const {
+    const NCP& v = io.img;
+    const int64_t W = io.W, sP = kUnit ? 1 : v.sP;
+    const T* img = io.image.const_data_ptr<T>() + (r / io.a.K) * v.sN + y * W * sP;
+    for (int64_t c = 0; c < v.C; ++c) {
+      const T* in = img + c * v.sC;
+      T* o = out + (c * io.H + y) * W;
+      for (int64_t x = 0; x < W; ++x) o[x] = T(mask[x] * A(in[x * sP]));
+    }
+  }
+
+  void run(bool feature) const {
+    const int64_t maps = io.maps(), H = io.H, W = io.W, C = io.img.C;
+    const int64_t map_size = io.a.h * io.a.w;
+    std::vector<MapStats<A>> stats_of(maps);
+    bool* constant = io.constant.mutable_data_ptr<bool>();
+    const int64_t stats_grain = std::max<int64_t>(1, cpu::kGrainElements / (feature ? map_size : H * W));
+    torch::stable::parallel_for(0, maps, stats_grain, [&](int64_t begin, int64_t end) {
+      std::vector<A> src(map_size), up(W);
+      for (int64_t r = begin; r < end; ++r) {
+        stats_of[r] = stats(r, feature, src, up);
+        constant[r] = stats_of[r].constant;
+      }
+    });
+    T* out = io.out.mutable_data_ptr<T>();
+    const int64_t row_grain = std::max<int64_t>(1, cpu::kGrainElements / (C * W));
+    torch::stable::parallel_for(0, maps * H, row_grain, [&](int64_t begin, int64_t end) {
+      std::vector<A> src(map_size), mask(W);
+      int64_t loaded = -1;
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t r = row / H, y = row % H;
+        const MapStats<A>& s = stats_of[r];
+        if (r != loaded) {
+          load(r, s, src.data());
+          loaded = r;
+        }
+        upsample_row(src.data(), y, mask.data());
+        for (int64_t x = 0; x < W; ++x) mask[x] = s.mask(mask[x]);
+        T* o = out + r * C * H * W;
+        if (io.img.sP == 1) {
+          write_row<true>(r, y, mask.data(), o);
+        } else {
+          write_row<false>(r, y, mask.data(), o);
+        }
+      }
+    });
+  }
+};
+
+std::tuple<Tensor, Tensor> score_cam_masks_cpu(Tensor act, Tensor image, bool align_corners, bool normalize_feature) {
+  const scm::IO io = scm::prepare(act, image);
+  if (io.maps() > 0) {
+    dispatch_floating(io.act.scalar_type(), scm::kOp, [&](auto tag) {
+      Kernel<decltype(tag)>(io, align_corners).run(normalize_feature);
+    });
+  }
+  return {io.out, io.constant};
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(camfast, CPU, m) {
+  m.impl("score_cam_masks", TORCH_BOX(&score_cam_masks_cpu));
+}
+
+}  // namespace camfast

@@ -1,0 +1,51 @@
+// The torch-side contract of score_cam_masks, shared by the CPU and CUDA implementations:
+// argument checks, the [N, C, P] view of the image and the allocation of both outputs.
+#pragma once
+
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include "../common/checks.h"
+#include "../common/dispatch.h"
+#include "../common/layout.h"
+
+namespace camfast::scm {
+
+using torch::stable::Tensor;
+
+constexpr const char* kOp = "score_cam_masks";
+
+// act [N, K, h, w] read through its four strides (maps are small; any layout is read in place).
+struct ActView {
+  int64_t N, K, h, w;
+  int64_t sN, sK, sH, sW;
+};
+
+struct IO {
+  Tensor act;
+  ActView a;
+  Tensor image;    // copied only when its H and W strides do not merge
+  NCP img;         // image as [N, C, P]
+  int64_t H, W;    // image size
+  Tensor out;      // [N, K, C, H, W] contiguous, act's dtype
+  Tensor constant; // [N, K] bool
+
+  int64_t maps() const { return a.N * a.K; }
+};
+
+inline IO prepare(const Tensor& act, Tensor image) {
+  check_rank(act, 4, kOp, "act");
+  check_rank(image, 4, kOp, "image");
+  check_same_device(act, image, kOp, "act", "image");
+  check_same_dtype(act, image, kOp, "act", "image");
+  STD_TORCH_CHECK(act.size(0) == image.size(0), kOp, ": act and image must have the same batch size");
+  image = with_mergeable_hw(image);
+  const ActView a{act.size(0), act.size(1), act.size(2), act.size(3),
+                  act.stride(0), act.stride(1), act.stride(2), act.stride(3)};
+  const int64_t C = image.size(1), H = image.size(2), W = image.size(3);
+  return {act, a, image, ncp_view(image), H, W,
+          torch::stable::new_empty(act, {a.N, a.K, C, H, W}),
+          torch::stable::new_empty(act, {a.N, a.K}, ScalarType::Bool)};
+}
+
+}  // namespace camfast::scm
