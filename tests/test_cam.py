@@ -15,11 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import camfast
 import camfast.cam as cc
-
-# Score-CAM's masks come from the fused op camfast.score_cam_masks (its own branch until merged).
-needs_masks = pytest.mark.skipif(not hasattr(camfast, "score_cam_masks"), reason="camfast.score_cam_masks missing")
 
 
 class TinyNet(nn.Module):
@@ -227,13 +223,11 @@ def test_cam_needs_a_classifier():
 
 # ---------------------------------------------------------------- Score-CAM presets
 
-@needs_masks
 def test_scorecam_official_matches_authors_code(net, x):
     out = cc.ScoreCAM(net, "features", batch_size=7)(x, TARGETS)
     torch.testing.assert_close(out, ref_scorecam_official(net, x, TARGETS), atol=1e-5, rtol=1e-5)
 
 
-@needs_masks
 def test_scorecam_torchcam_preset(net, x):
     out = cc.ScoreCAM(net, "features", preset="torchcam", batch_size=7)(x, TARGETS)
     raw = ref_scorecam_torchcam_raw(net, x, TARGETS)
@@ -242,7 +236,6 @@ def test_scorecam_torchcam_preset(net, x):
     assert corr(out, upsample(native, (32, 32))) > 0.999
 
 
-@needs_masks
 def test_scorecam_gradcam_preset(net, x):
     out = cc.ScoreCAM(net, "features", preset="grad-cam", batch_size=7)(x, TARGETS)
     raw = ref_scorecam_gradcam_raw(net, x, TARGETS)
@@ -250,7 +243,6 @@ def test_scorecam_gradcam_preset(net, x):
     assert corr(out, gradcam_lib_finish(raw, (32, 32))) > 0.999
 
 
-@needs_masks
 @pytest.mark.parametrize("preset", ["official", "torchcam", "grad-cam"])
 def test_scorecam_fast_path_is_exact(net, x, preset):
     fast = cc.ScoreCAM(net, "features", preset=preset, batch_size=5)(x, TARGETS)
@@ -258,7 +250,6 @@ def test_scorecam_fast_path_is_exact(net, x, preset):
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
 
 
-@needs_masks
 def test_scorecam_shares_one_forward_for_constant_maps(net, x):
     calls = []
     net.fc.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
@@ -279,7 +270,6 @@ def test_scorecam_flags_override_preset(net):
     assert "preset='grad-cam'" in repr(cam)
 
 
-@needs_masks
 def test_scorecam_baselines(net, x):
     # Under the channel softmax a per-image baseline cancels; without it, it shifts the weights.
     soft = [cc.ScoreCAM(net, "features", preset="torchcam", baseline=b)(x, TARGETS)
@@ -291,7 +281,6 @@ def test_scorecam_baselines(net, x):
     assert not torch.allclose(plain, shifted)
 
 
-@needs_masks
 def test_scorecam_options_keep_the_map(net, x):
     base = cc.ScoreCAM(net, "features", preset="torchcam")(x, TARGETS)
     torch.testing.assert_close(cc.ScoreCAM(net, "features", preset="torchcam", channels_last=True)(x, TARGETS),
@@ -305,13 +294,11 @@ def test_scorecam_options_keep_the_map(net, x):
     torch.testing.assert_close(with_bar, base)
 
 
-@needs_masks
 def test_iscam_matches_torchcam_form(net, x):
     out = cc.ISCAM(net, "features", batch_size=9)(x, TARGETS)
     torch.testing.assert_close(out, to_image(ref_iscam_raw(net, x, TARGETS), (32, 32)), atol=1e-5, rtol=1e-5)
 
 
-@needs_masks
 def test_sscam(net, x):
     tiny = cc.SSCAM(net, "features", num_samples=3, std=1e-7)(x, TARGETS)
     torch.testing.assert_close(tiny, cc.ScoreCAM(net, "features", preset="torchcam")(x, TARGETS),
@@ -325,8 +312,8 @@ def test_sscam(net, x):
 
 # ---------------------------------------------------------------- the explainer contract
 
-def _param(make, id_, score=False):
-    return pytest.param(make, id=id_, marks=[needs_masks] if score else [])
+def _param(make, id_):
+    return pytest.param(make, id=id_)
 
 
 ALL = [
@@ -334,11 +321,11 @@ ALL = [
     _param(lambda m, layer: cc.GradCAM(m, layer), "gradcam"),
     _param(lambda m, layer: cc.GradCAMPlusPlus(m, layer), "gradcampp"),
     _param(lambda m, layer: cc.GradCAMPlusPlus(m, layer, variant="grad-cam"), "gradcampp-gc"),
-    _param(lambda m, layer: cc.ScoreCAM(m, layer, batch_size=8), "score-official", True),
-    _param(lambda m, layer: cc.ScoreCAM(m, layer, preset="torchcam", batch_size=8), "score-torchcam", True),
-    _param(lambda m, layer: cc.ScoreCAM(m, layer, preset="grad-cam", batch_size=8), "score-gradcam", True),
-    _param(lambda m, layer: cc.SSCAM(m, layer, num_samples=2), "sscam", True),
-    _param(lambda m, layer: cc.ISCAM(m, layer, num_samples=2), "iscam", True),
+    _param(lambda m, layer: cc.ScoreCAM(m, layer, batch_size=8), "score-official"),
+    _param(lambda m, layer: cc.ScoreCAM(m, layer, preset="torchcam", batch_size=8), "score-torchcam"),
+    _param(lambda m, layer: cc.ScoreCAM(m, layer, preset="grad-cam", batch_size=8), "score-gradcam"),
+    _param(lambda m, layer: cc.SSCAM(m, layer, num_samples=2), "sscam"),
+    _param(lambda m, layer: cc.ISCAM(m, layer, num_samples=2), "iscam"),
 ]
 
 
