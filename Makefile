@@ -42,6 +42,7 @@ bench: $(BENCH_VENV)/.ready
 	$(BENCH_VENV)/bin/pip install -q --no-build-isolation --no-deps -e .
 	$(BENCH_VENV)/bin/python -m benchmarks
 	$(BENCH_VENV)/bin/python -m benchmarks.results
+	$(BENCH_VENV)/bin/python -m benchmarks.cam_peer_check
 
 # Compile every csrc/cuda/*.cu with nvcc against the installed torch's stable-ABI headers, for
 # sm_80 and sm_90. Runs without a GPU: a CUDA file that does not compile fails here, and so does

@@ -312,20 +312,16 @@ def test_sscam(net, x):
 
 # ---------------------------------------------------------------- the explainer contract
 
-def _param(make, id_):
-    return pytest.param(make, id=id_)
-
-
 ALL = [
-    _param(lambda m, layer: cc.CAM(m, layer), "cam"),
-    _param(lambda m, layer: cc.GradCAM(m, layer), "gradcam"),
-    _param(lambda m, layer: cc.GradCAMPlusPlus(m, layer), "gradcampp"),
-    _param(lambda m, layer: cc.GradCAMPlusPlus(m, layer, variant="grad-cam"), "gradcampp-gc"),
-    _param(lambda m, layer: cc.ScoreCAM(m, layer, batch_size=8), "score-official"),
-    _param(lambda m, layer: cc.ScoreCAM(m, layer, preset="torchcam", batch_size=8), "score-torchcam"),
-    _param(lambda m, layer: cc.ScoreCAM(m, layer, preset="grad-cam", batch_size=8), "score-gradcam"),
-    _param(lambda m, layer: cc.SSCAM(m, layer, num_samples=2), "sscam"),
-    _param(lambda m, layer: cc.ISCAM(m, layer, num_samples=2), "iscam"),
+    pytest.param(lambda m, layer: cc.CAM(m, layer), id="cam"),
+    pytest.param(lambda m, layer: cc.GradCAM(m, layer), id="gradcam"),
+    pytest.param(lambda m, layer: cc.GradCAMPlusPlus(m, layer), id="gradcampp"),
+    pytest.param(lambda m, layer: cc.GradCAMPlusPlus(m, layer, variant="grad-cam"), id="gradcampp-gc"),
+    pytest.param(lambda m, layer: cc.ScoreCAM(m, layer, batch_size=8), id="score-official"),
+    pytest.param(lambda m, layer: cc.ScoreCAM(m, layer, preset="torchcam", batch_size=8), id="score-torchcam"),
+    pytest.param(lambda m, layer: cc.ScoreCAM(m, layer, preset="grad-cam", batch_size=8), id="score-gradcam"),
+    pytest.param(lambda m, layer: cc.SSCAM(m, layer, num_samples=2), id="sscam"),
+    pytest.param(lambda m, layer: cc.ISCAM(m, layer, num_samples=2), id="iscam"),
 ]
 
 

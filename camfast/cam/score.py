@@ -187,7 +187,8 @@ class ScoreCAM(Explainer):
         backend = None if self.fast else "reference"
         for chunk in self._chunks(todo):
             owner = torch.div(chunk, k, rounding_mode="floor")
-            images = x.index_select(0, owner)
+            # One image: a stride-0 view (the op reads any strides) instead of a copy per chunk.
+            images = x.expand(len(chunk), -1, -1, -1) if n == 1 else x.index_select(0, owner)
             masked, chunk_constant = _masks(flat.index_select(0, chunk), images, self.align_corners,
                                             self.normalize_stage, backend)
             if self.skip_constant:  # a map that rounds to constant once upsampled
