@@ -42,6 +42,7 @@ bench: $(BENCH_VENV)/.ready
 	$(BENCH_VENV)/bin/pip install -q --no-build-isolation --no-deps -e .
 	$(BENCH_VENV)/bin/python -m benchmarks
 	$(BENCH_VENV)/bin/python -m benchmarks.results
+	$(BENCH_VENV)/bin/python -m benchmarks.cam_peer_check
 
 # The WSOL demo: trains a tiny CNN three times on a synthetic set, prints the localization table
 # and writes wsol_demo.png.

@@ -2,7 +2,7 @@
 
 from ._version import __version__
 from . import _backend, _extension, _registrations  # noqa: F401  (loads camfast._C, registers fakes/autograd)
-from . import nn, reference
+from . import cam, nn, reference
 from ._config import show_config
 from .ops import (
     adl,
@@ -21,6 +21,7 @@ __all__ = [
     "__version__",
     "adl",
     "attention_branch_mix",
+    "cam",
     "channel_spatial_attention",
     "ggam_loss",
     "nn",

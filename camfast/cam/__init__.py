@@ -1,0 +1,13 @@
+"""Post-hoc CAM explainers: `explainer(x, targets=None) -> Tensor[N, H, W]` in [0, 1].
+
+Each takes the model and a target layer (the module or its dotted name). Hooks exist only during
+a call; the model's train/eval flags and its parameters' requires_grad flags are restored after
+it, also when it raises. Gradients come from torch.autograd.grad with respect to the activation
+only, so no parameter's .grad is touched.
+"""
+
+from .gradient import CAM, GradCAM, GradCAMPlusPlus
+from .overlay import jet, overlay
+from .score import ISCAM, PRESETS, SSCAM, ScoreCAM
+
+__all__ = ["CAM", "GradCAM", "GradCAMPlusPlus", "ISCAM", "PRESETS", "SSCAM", "ScoreCAM", "jet", "overlay"]

@@ -1,0 +1,114 @@
+"""CAM from the classifier weights, Grad-CAM and Grad-CAM++."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._validation import check_choice
+from ._base import Explainer, resolve_layer, resolve_targets
+
+
+def _classifier_weight(model: nn.Module, fc: nn.Module | str | None) -> torch.Tensor:
+    """The [classes, K] weight of the classifier: `fc` (Linear or 1x1 conv), or the model's only Linear."""
+    if fc is None:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if len(linears) != 1:
+            raise ValueError(f"fc must be given: the model holds {len(linears)} nn.Linear layers, not exactly one")
+        fc = linears[0]
+    fc = resolve_layer(model, fc, "fc")
+    weight = getattr(fc, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() not in (2, 4) or weight.shape[2:] not in ((), (1, 1)):
+        raise TypeError("fc must be an nn.Linear or a 1x1 convolution")
+    return weight.detach().flatten(1)
+
+
+class CAM(Explainer):
+    """Class activation map (Zhou et al., CVPR 2016): M_c = sum_k W[c, k] A_k.
+
+    W is the classifier's weight (no bias), A the target layer's activation; `fc` names the
+    classifier (default: the model's only nn.Linear), whose inputs must be the K channels of A
+    after global pooling. The authors' code applies no ReLU (`relu=False`), nor does torchcam
+    0.5.0's code (its docstring shows one). `nwc=True` clamps W to max(W, 0) (negative weight clamping, Bae et al. 2020).
+    """
+
+    def __init__(self, model: nn.Module, target_layer: nn.Module | str, fc: nn.Module | str | None = None,
+                 nwc: bool = False, relu: bool = False):
+        super().__init__(model, target_layer)
+        self.fc = fc
+        self.nwc, self.relu = bool(nwc), bool(relu)
+        _classifier_weight(model, fc)  # fail at construction on a bad fc
+
+    def _explain(self, x, targets):
+        logits, act = self.forward_with_activation(x)
+        weight = _classifier_weight(self.model, self.fc)
+        if weight.shape[1] != act.shape[1]:
+            raise ValueError(f"fc takes {weight.shape[1]} features but target_layer outputs {act.shape[1]} channels")
+        w = weight[resolve_targets(targets, logits)].to(act.dtype)
+        if self.nwc:
+            w = w.clamp_min(0)
+        cam = torch.einsum("nk,nkhw->nhw", w, act)
+        return cam.relu() if self.relu else cam
+
+
+class _GradientCAM(Explainer):
+    """Shared by the gradient methods: one forward, dy_c/dA by torch.autograd.grad only."""
+
+    needs_grad = True
+
+    def _explain(self, x, targets):
+        logits, act = self.forward_with_activation(x, leaf=True)
+        score = logits.gather(1, resolve_targets(targets, logits)[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, act)
+        act = act.detach()
+        weights = self.channel_weights(act, grad)
+        return torch.einsum("nk,nkhw->nhw", weights, act).relu()
+
+    def channel_weights(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class GradCAM(_GradientCAM):
+    """Grad-CAM (Selvaraju et al., ICCV 2017): w_k = mean_ij dy_c/dA_k(i, j); ReLU(sum_k w_k A_k).
+
+    y_c is the class logit (pre-softmax), as in the paper, grad-cam and torchcam.
+    """
+
+    def channel_weights(self, act, grad):
+        return grad.mean((2, 3))
+
+
+class GradCAMPlusPlus(_GradientCAM):
+    """Grad-CAM++ (Chattopadhyay et al., WACV 2018), with g = dy_c/dA and S_k = sum_ij A_k:
+
+        alpha = g^2 / (2 g^2 + S_k g^3)            (a zero denominator counts as 1)
+        variant="official":  alpha /= sum_ij alpha  (per channel, the authors' code)
+        variant="grad-cam":  alpha = g^2 / (2 g^2 + S_k g^3 + 1e-6), 0 where g == 0, no normalisation
+        w_k = sum_ij alpha * ReLU(g);  map = ReLU(sum_k w_k A_k)
+
+    The authors' code multiplies every derivative by exp(y_c); that factor cancels in alpha and
+    scales w by a positive constant per image, which the min-max removes, so it is left out
+    (it overflows float32 for logits above 88). A channel whose alphas are all zero gets weight 0
+    where the authors' code gets 0/0. torchcam's Grad-CAM++ is not offered: its alpha division
+    is applied to a copy and has no effect.
+    """
+
+    def __init__(self, model: nn.Module, target_layer: nn.Module | str, variant: str = "official"):
+        super().__init__(model, target_layer)
+        self.variant = check_choice(variant, "variant", ("official", "grad-cam"))
+
+    def channel_weights(self, act, grad):
+        g2 = grad * grad
+        spatial_sum = act.sum((2, 3), keepdim=True)
+        if self.variant == "grad-cam":
+            alpha = g2 / (2 * g2 + spatial_sum * g2 * grad + 1e-6)
+            alpha = torch.where(grad != 0, alpha, torch.zeros_like(alpha))
+        else:
+            denom = 2 * g2 + spatial_sum * g2 * grad
+            alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+            total = alpha.sum((2, 3), keepdim=True)
+            alpha = alpha / torch.where(total != 0, total, torch.ones_like(total))
+        return (alpha * grad.relu()).sum((2, 3))
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", variant={self.variant!r})"

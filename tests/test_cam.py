@@ -1,0 +1,482 @@
+"""camfast.cam explainers against small independent re-implementations of each source.
+
+The re-implementations below are written from the descriptions of the authors' code, grad-cam
+1.5.7 and torchcam 0.5.0 (research notes, peers.md section 4), per map and without hooks: the
+model is split into `features` (up to the target layer) and `head`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import camfast.cam as cc
+
+
+class TinyNet(nn.Module):
+    """conv-relu, then "features" (conv-BN-ReLU, 16 maps at 8x8 for a 32x32 input, three of them dead,
+    i.e. constant), GAP, fc with a large gain so that the class scores are not flat."""
+
+    def __init__(self, classes: int = 10, dead: int = 3):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(inplace=True))
+        self.features = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16),
+                                      nn.ReLU(inplace=True))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+        with torch.no_grad():
+            self.fc.weight.mul_(30)
+            self.features[1].running_mean.uniform_(-0.2, 0.2)
+            self.features[1].bias[:dead] = -100.0
+        self.eval()
+
+    def head(self, a):
+        return self.fc(self.pool(a).flatten(1))
+
+    def forward(self, x):
+        return self.head(self.features(self.stem(x)))
+
+
+@pytest.fixture
+def net():
+    return TinyNet()
+
+
+@pytest.fixture
+def x():
+    return torch.rand(3, 3, 32, 32)
+
+
+def features(net, x):
+    return net.features(net.stem(x))
+
+
+def corr(a, b):
+    """The smallest per-image Pearson correlation of two batches of maps."""
+    return min(torch.corrcoef(torch.stack([u.flatten().double(), v.flatten().double()]))[0, 1].item()
+               for u, v in zip(a, b))
+
+
+def minmax(m, eps=0.0):
+    lo = m.amin((-2, -1), keepdim=True)
+    hi = m.amax((-2, -1), keepdim=True)
+    return (m - lo) / (hi - lo + eps) if eps else torch.where(hi > lo, (m - lo) / (hi - lo), torch.zeros_like(m))
+
+
+def upsample(m, size, align_corners=False):
+    return F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=align_corners)[:, 0]
+
+
+def to_image(raw, size):
+    return minmax(upsample(raw, size))
+
+
+# ---------------------------------------------------------------- independent re-implementations
+
+def ref_gradients(net, x, target):
+    a = features(net, x).detach().requires_grad_()
+    logits = net.head(a)
+    (g,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), a)
+    return a.detach(), g
+
+
+def ref_gradcam(net, x, target):
+    a, g = ref_gradients(net, x, target)
+    return (g.mean((2, 3))[:, :, None, None] * a).sum(1).relu()
+
+
+def ref_gradcampp_official(net, x, target):
+    """Authors' TF code, float64, including the exp(y_c) factor."""
+    a, g = (t.double() for t in ref_gradients(net, x, target))
+    y = net(x).gather(1, target[:, None]).double()[:, :, None, None]
+    e = torch.exp(y)
+    first, second, third = e * g, e * g ** 2, e * g ** 3
+    denom = 2 * second + third * a.sum((2, 3), keepdim=True)
+    alphas = second / torch.where(denom != 0, denom, 1.0)
+    alphas = alphas / alphas.sum((2, 3), keepdim=True)
+    weights = (alphas.nan_to_num() * first.clamp_min(0)).sum((2, 3))
+    return (weights[:, :, None, None] * a).sum(1).relu()
+
+
+def ref_gradcampp_gradcam(net, x, target):
+    a, g = ref_gradients(net, x, target)
+    aij = g ** 2 / (2 * g ** 2 + a.sum((2, 3), keepdim=True) * g ** 3 + 1e-6)
+    aij = torch.where(g != 0, aij, 0.0)
+    return ((g.clamp_min(0) * aij).sum((2, 3))[:, :, None, None] * a).sum(1).relu()
+
+
+@torch.no_grad()
+def ref_scorecam_official(net, x, target):
+    """haofanwang/Score-CAM: one image, one channel at a time, probabilities, skip constant maps."""
+    out = []
+    for n in range(x.shape[0]):
+        img, c = x[n:n + 1], int(target[n])
+        a = features(net, img)
+        cam = torch.zeros(1, 1, *x.shape[2:])
+        for k in range(a.shape[1]):
+            u = F.interpolate(a[:, k:k + 1], size=x.shape[2:], mode="bilinear", align_corners=False)
+            if u.max() == u.min():
+                continue
+            m = (u - u.min()) / (u.max() - u.min())
+            score = F.softmax(net(img * m), dim=1)[0, c]
+            cam += score * u
+        cam = F.relu(cam)
+        out.append(((cam - cam.min()) / (cam.max() - cam.min()))[0, 0])
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def ref_scorecam_torchcam_raw(net, x, target, bs=5):
+    """torchcam 0.5.0 ScoreCAM up to ReLU(sum w A) at feature resolution."""
+    a = features(net, x)
+    n, k = a.shape[:2]
+    norm = a - a.amin((2, 3), keepdim=True)
+    norm = norm / (norm.amax((2, 3), keepdim=True) + 1e-8)
+    masks = F.interpolate(norm.flatten(0, 1)[:, None], size=x.shape[2:], mode="bilinear", align_corners=False)
+    owner = torch.arange(n).repeat_interleave(k)
+    base = net(x).gather(1, target[:, None])[:, 0]
+    scores = torch.cat([net(masks[s:s + bs] * x[owner[s:s + bs]]).gather(1, target[owner[s:s + bs], None])[:, 0]
+                        for s in range(0, n * k, bs)])
+    w = torch.softmax((scores - base[owner]).view(n, k), dim=1)
+    return (w[:, :, None, None] * a).sum(1).relu()
+
+
+@torch.no_grad()
+def ref_scorecam_gradcam_raw(net, x, target):
+    """grad-cam 1.5.7 ScoreCAM up to ReLU(sum w A) at feature resolution."""
+    a = features(net, x)
+    up = F.interpolate(a, size=x.shape[2:], mode="bilinear", align_corners=True)
+    lo, hi = up.amin((2, 3), keepdim=True), up.amax((2, 3), keepdim=True)
+    masks = (up - lo) / (hi - lo + 1e-8)
+    scores = torch.stack([net(x[i:i + 1] * masks[i][:, None]).gather(1, target[i].expand(a.shape[1], 1))[:, 0]
+                          for i in range(x.shape[0])])
+    w = torch.softmax(scores, dim=1)
+    return (w[:, :, None, None] * a).sum(1).relu()
+
+
+def gradcam_lib_finish(raw, size):
+    """grad-cam's scale_cam_image: (x - min) / (max + 1e-7) at feature res, resize, min-max again."""
+    m = raw - raw.amin((1, 2), keepdim=True)
+    m = m / (m.amax((1, 2), keepdim=True) + 1e-7)
+    return minmax(upsample(m, size), eps=1e-7)
+
+
+@torch.no_grad()
+def ref_iscam_raw(net, x, target, samples=10):
+    """torchcam 0.5.0 ISCAM (cumulative coefficients) up to ReLU(sum w A)."""
+    a = features(net, x)
+    norm = a - a.amin((2, 3), keepdim=True)
+    norm = norm / (norm.amax((2, 3), keepdim=True) + 1e-8)
+    masks = F.interpolate(norm, size=x.shape[2:], mode="bilinear", align_corners=False)
+    base = net(x).gather(1, target[:, None])
+    total = torch.zeros(a.shape[:2])
+    coeff = 0.0
+    for i in range(samples):
+        coeff += (i + 1) / samples
+        for n in range(x.shape[0]):
+            total[n] += net(coeff * masks[n][:, None] * x[n]).gather(1, target[n].expand(a.shape[1], 1))[:, 0] - base[n]
+    w = torch.softmax(total / samples, dim=1)
+    return (w[:, :, None, None] * a).sum(1).relu()
+
+
+TARGETS = torch.tensor([1, 7, 4])
+
+
+# ---------------------------------------------------------------- gradient methods and CAM
+
+def test_gradcam_matches_reference(net, x):
+    out = cc.GradCAM(net, "features")(x, TARGETS)
+    assert out.shape == (3, 32, 32)
+    torch.testing.assert_close(out, to_image(ref_gradcam(net, x, TARGETS), (32, 32)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant,ref", [("official", ref_gradcampp_official), ("grad-cam", ref_gradcampp_gradcam)])
+def test_gradcampp_matches_reference(net, x, variant, ref):
+    out = cc.GradCAMPlusPlus(net, net.features, variant=variant)(x, TARGETS)
+    expected = to_image(ref(net, x, TARGETS).float(), (32, 32))
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("nwc,relu", [(False, False), (True, False), (False, True)])
+def test_cam_matches_reference(net, x, nwc, relu):
+    a = features(net, x)
+    w = net.fc.weight[TARGETS]
+    w = w.clamp_min(0) if nwc else w
+    raw = (w[:, :, None, None] * a).sum(1)
+    raw = raw.relu() if relu else raw
+    out = cc.CAM(net, "features", nwc=nwc, relu=relu)(x, TARGETS)
+    torch.testing.assert_close(out, to_image(raw.detach(), (32, 32)), atol=1e-5, rtol=1e-5)
+
+
+def test_cam_needs_a_classifier():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(5), nn.Linear(5, 2))
+    with pytest.raises(ValueError, match="fc"):
+        cc.CAM(model, "0")
+    with pytest.raises(TypeError, match="fc"):
+        cc.CAM(model, "0", fc="0")
+
+
+# ---------------------------------------------------------------- Score-CAM presets
+
+def test_scorecam_official_matches_authors_code(net, x):
+    out = cc.ScoreCAM(net, "features", batch_size=7)(x, TARGETS)
+    torch.testing.assert_close(out, ref_scorecam_official(net, x, TARGETS), atol=1e-5, rtol=1e-5)
+
+
+def test_scorecam_torchcam_preset(net, x):
+    out = cc.ScoreCAM(net, "features", preset="torchcam", batch_size=7)(x, TARGETS)
+    raw = ref_scorecam_torchcam_raw(net, x, TARGETS)
+    torch.testing.assert_close(out, to_image(raw, (32, 32)), atol=1e-5, rtol=1e-5)
+    native = minmax(raw, eps=1e-8)  # torchcam's output: feature resolution
+    assert corr(out, upsample(native, (32, 32))) > 0.999
+
+
+def test_scorecam_gradcam_preset(net, x):
+    out = cc.ScoreCAM(net, "features", preset="grad-cam", batch_size=7)(x, TARGETS)
+    raw = ref_scorecam_gradcam_raw(net, x, TARGETS)
+    torch.testing.assert_close(out, to_image(raw, (32, 32)), atol=1e-5, rtol=1e-5)
+    assert corr(out, gradcam_lib_finish(raw, (32, 32))) > 0.999
+
+
+@pytest.mark.parametrize("preset", ["official", "torchcam", "grad-cam"])
+def test_scorecam_fast_path_is_exact(net, x, preset):
+    fast = cc.ScoreCAM(net, "features", preset=preset, batch_size=5)(x, TARGETS)
+    plain = cc.ScoreCAM(net, "features", preset=preset, batch_size=5, fast=False)(x, TARGETS)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_scorecam_shares_one_forward_for_constant_maps(net, x):
+    calls = []
+    net.fc.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    cc.ScoreCAM(net, "features", preset="torchcam", batch_size=100)(x, TARGETS)
+    a = features(net, x)
+    dead = int((a.amax((2, 3)) == a.amin((2, 3))).sum())
+    assert dead >= 3 * x.shape[0]  # three dead channels per image, and a few more
+    # the image batch, the non-constant maps in one chunk, one zero image
+    assert calls == [3, 16 * 3 - dead, 1]
+    calls.clear()
+    cc.ScoreCAM(net, "features", batch_size=100)(x, TARGETS)  # official: constant maps skipped
+    assert calls == [3, 16 * 3 - dead]
+
+
+def test_scorecam_flags_override_preset(net):
+    cam = cc.ScoreCAM(net, "features", preset="grad-cam", align_corners=False, score="prob")
+    assert (cam.align_corners, cam.score, cam.channel_softmax) == (False, "prob", True)
+    assert "preset='grad-cam'" in repr(cam)
+
+
+def test_scorecam_baselines(net, x):
+    # Under the channel softmax a per-image baseline cancels; without it, it shifts the weights.
+    soft = [cc.ScoreCAM(net, "features", preset="torchcam", baseline=b)(x, TARGETS)
+            for b in ("none", "input", "zeros", torch.rand(3, 32, 32))]
+    for other in soft[1:]:
+        torch.testing.assert_close(other, soft[0], atol=1e-5, rtol=1e-5)
+    plain = cc.ScoreCAM(net, "features", score="logit", baseline="none")(x, TARGETS)
+    shifted = cc.ScoreCAM(net, "features", score="logit", baseline="input")(x, TARGETS)
+    assert not torch.allclose(plain, shifted)
+
+
+def test_scorecam_options_keep_the_map(net, x):
+    base = cc.ScoreCAM(net, "features", preset="torchcam")(x, TARGETS)
+    torch.testing.assert_close(cc.ScoreCAM(net, "features", preset="torchcam", channels_last=True)(x, TARGETS),
+                               base, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cc.ScoreCAM(net, "features", preset="torchcam", max_channels=16)(x, TARGETS), base)
+    low = cc.ScoreCAM(net, "features", preset="torchcam", autocast=torch.bfloat16)(x, TARGETS)
+    assert corr(low, base) > 0.99
+    approx = cc.ScoreCAM(net, "features", preset="torchcam", max_channels=6)(x, TARGETS)
+    assert approx.shape == base.shape and 0 <= approx.min() and approx.max() <= 1
+    with_bar = cc.ScoreCAM(net, "features", preset="torchcam", progress=True)(x, TARGETS)
+    torch.testing.assert_close(with_bar, base)
+
+
+def test_iscam_matches_torchcam_form(net, x):
+    out = cc.ISCAM(net, "features", batch_size=9)(x, TARGETS)
+    torch.testing.assert_close(out, to_image(ref_iscam_raw(net, x, TARGETS), (32, 32)), atol=1e-5, rtol=1e-5)
+
+
+def test_sscam(net, x):
+    tiny = cc.SSCAM(net, "features", num_samples=3, std=1e-7)(x, TARGETS)
+    torch.testing.assert_close(tiny, cc.ScoreCAM(net, "features", preset="torchcam")(x, TARGETS),
+                               atol=1e-4, rtol=1e-4)
+    runs = [cc.SSCAM(net, "features", num_samples=4, generator=torch.Generator().manual_seed(3))(x, TARGETS)
+            for _ in range(2)]
+    torch.testing.assert_close(runs[0], runs[1])
+    assert cc.SSCAM(net, "features").samples == 35 and cc.SSCAM(net, "features").std == 2.0
+    assert cc.ISCAM(net, "features").samples == 10
+
+
+# ---------------------------------------------------------------- the explainer contract
+
+ALL = [
+    pytest.param(lambda m, layer: cc.CAM(m, layer), id="cam"),
+    pytest.param(lambda m, layer: cc.GradCAM(m, layer), id="gradcam"),
+    pytest.param(lambda m, layer: cc.GradCAMPlusPlus(m, layer), id="gradcampp"),
+    pytest.param(lambda m, layer: cc.GradCAMPlusPlus(m, layer, variant="grad-cam"), id="gradcampp-gc"),
+    pytest.param(lambda m, layer: cc.ScoreCAM(m, layer, batch_size=8), id="score-official"),
+    pytest.param(lambda m, layer: cc.ScoreCAM(m, layer, preset="torchcam", batch_size=8), id="score-torchcam"),
+    pytest.param(lambda m, layer: cc.ScoreCAM(m, layer, preset="grad-cam", batch_size=8), id="score-gradcam"),
+    pytest.param(lambda m, layer: cc.SSCAM(m, layer, num_samples=2), id="sscam"),
+    pytest.param(lambda m, layer: cc.ISCAM(m, layer, num_samples=2), id="iscam"),
+]
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_batch_with_different_targets_equals_single_images(net, x, make):
+    explainer = make(net, "features")
+    if isinstance(explainer, cc.SSCAM):
+        pytest.skip("SS-CAM draws fresh noise per call")
+    batch = explainer(x, TARGETS)
+    single = torch.cat([explainer(x[i:i + 1], [int(TARGETS[i])]) for i in range(3)])
+    torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-5)
+    assert batch.shape == (3, 32, 32) and batch.min() >= 0 and batch.max() <= 1
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_predicted_class_by_default(net, x, make):
+    explainer = make(net, "features")
+    torch.manual_seed(1)
+    default = explainer(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(default, explainer(x, net(x).argmax(1)))
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_model_state_and_hooks_restored(net, x, make):
+    net.train()
+    net.fc.weight.requires_grad_(False)
+    before = {n: p.requires_grad for n, p in net.named_parameters()}
+    with make(net, net.features) as explainer:
+        out = explainer(x, TARGETS)
+    assert out.device == x.device
+    assert net.training and all(m.training for m in net.modules())
+    assert {n: p.requires_grad for n, p in net.named_parameters()} == before
+    assert all(p.grad is None for p in net.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in net.modules())
+    assert not x.requires_grad
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_hooks_removed_and_state_restored_on_error(net, x, make):
+    net.train()
+    explainer = make(net, "features")
+    handle = net.fc.register_forward_hook(lambda *args: (_ for _ in ()).throw(Boom()))
+    with pytest.raises(Boom):
+        explainer(x, TARGETS)
+    handle.remove()
+    assert all(m.training for m in net.modules())
+    assert all(p.requires_grad for p in net.parameters())
+    assert not any(m._forward_hooks for m in net.modules())
+    with pytest.raises(ValueError, match="targets"):
+        explainer(x, [1, 2])  # one class per image, never truncated
+    assert all(m.training for m in net.modules()) and not any(m._forward_hooks for m in net.modules())
+
+
+@contextlib.contextmanager
+def _no_host_reads():
+    """Fail on the tensor-to-host conversions a sync would need (.item(), NumPy, bool())."""
+    names = ["item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"]
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("host read inside an explainer")
+
+    try:
+        for n in names:
+            setattr(torch.Tensor, n, refuse)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_no_host_reads(net, x, make):
+    explainer = make(net, "features")
+    targets = TARGETS.clone()
+    with _no_host_reads():
+        explainer(x, targets)
+        explainer(x)
+
+
+def test_in_place_relu_after_the_layer(net, x):
+    # The activation is the layer's output, not what the in-place ReLU after it makes of it.
+    b = net.features[:2](net.stem(x)).detach().requires_grad_()
+    logits = net.head(b.relu())
+    (g,) = torch.autograd.grad(logits.gather(1, TARGETS[:, None]).sum(), b)
+    expected = to_image((g.mean((2, 3))[:, :, None, None] * b).sum(1).relu().detach(), (32, 32))
+    torch.testing.assert_close(cc.GradCAM(net, "features.1")(x, TARGETS), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_layer_by_dotted_name_and_bad_layers(net, x):
+    by_name = cc.GradCAM(net, "features.2")(x, TARGETS)
+    torch.testing.assert_close(by_name, cc.GradCAM(net, net.features)(x, TARGETS))
+    with pytest.raises(ValueError, match="target_layer 'featurs'"):
+        cc.GradCAM(net, "featurs")
+    with pytest.raises(ValueError, match="submodule"):
+        cc.GradCAM(net, nn.Conv2d(1, 1, 1))
+    with pytest.raises(TypeError, match="target_layer"):
+        cc.GradCAM(net, 3)
+    with pytest.raises(TypeError, match="target_layer must output"):
+        cc.GradCAM(net, "fc")(x)
+    net.spare = nn.Conv2d(16, 16, 1)
+    with pytest.raises(ValueError, match="did not run"):
+        cc.GradCAM(net, "spare")(x)
+
+
+def test_bad_arguments(net, x):
+    with pytest.raises(TypeError, match="x"):
+        cc.GradCAM(net, "features")(x.long())
+    with pytest.raises(ValueError, match="x"):
+        cc.GradCAM(net, "features")(x[0])
+    with pytest.raises(TypeError, match="targets"):
+        cc.GradCAM(net, "features")(x, [1.5, 2, 3])
+    with pytest.raises(ValueError, match="targets"):
+        cc.GradCAM(net, "features")(x, [1, 2, 99])
+    with pytest.raises(ValueError, match="preset"):
+        cc.ScoreCAM(net, "features", preset="paper")
+    with pytest.raises(ValueError, match="batch_size"):
+        cc.ScoreCAM(net, "features", batch_size=0)
+    with pytest.raises(ValueError, match="variant"):
+        cc.GradCAMPlusPlus(net, "features", variant="torchcam")
+    with pytest.raises(ValueError, match="baseline"):
+        cc.ScoreCAM(net, "features", baseline="blur")
+    with pytest.raises(ValueError, match="autocast"):
+        cc.ScoreCAM(net, "features", autocast=torch.int8)
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_empty_batch(net, make):
+    out = make(net, "features")(torch.rand(0, 3, 32, 32))
+    assert out.shape == (0, 32, 32)
+
+
+def test_float64_model(net, x):
+    wide = copy.deepcopy(net).double()
+    out = cc.GradCAM(wide, "features")(x.double(), TARGETS)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), cc.GradCAM(net, "features")(x, TARGETS), atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- overlay
+
+def test_overlay():
+    image = torch.rand(2, 3, 16, 16)
+    cam = torch.rand(2, 4, 4)
+    out = cc.overlay(image, cam, alpha=0.4)
+    assert out.shape == image.shape and out.dtype == image.dtype and 0 <= out.min() and out.max() <= 1
+    u8 = cc.overlay((image * 255).to(torch.uint8), cam)
+    assert u8.dtype == torch.uint8 and u8.shape == image.shape
+    torch.testing.assert_close(cc.overlay(image, cam, alpha=0.0), image)
+    hot = cc.jet(torch.tensor([0.0, 0.5, 1.0]))
+    torch.testing.assert_close(hot, torch.tensor([[0, 0, 0.5], [0.5, 1, 0.5], [0.5, 0, 0]]))
+    with pytest.raises(ValueError, match="image"):
+        cc.overlay(torch.rand(16, 16), cam)
