@@ -9,6 +9,7 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include "dispatch.h"
+#include "memory.h"
 
 namespace camfast {
 
@@ -35,13 +36,14 @@ inline NCP ncp_view(const torch::stable::Tensor& x) {
   return NCP{x.size(0), x.size(1), x.size(2) * W, x.stride(0), x.stride(1), sP};
 }
 
-// An uninitialised tensor shaped like x, channels_last when x's channels are innermost.
+// An uninitialised tensor shaped like x, channels_last when x's channels are innermost (on CPU,
+// advised huge pages: see memory.h).
 inline torch::stable::Tensor empty_nchw_like(const torch::stable::Tensor& x, const NCP& v,
                                              std::optional<ScalarType> dtype = std::nullopt) {
   const auto format = v.channels_inner() ? torch::headeronly::MemoryFormat::ChannelsLast
                                          : torch::headeronly::MemoryFormat::Contiguous;
-  return torch::stable::empty(x.sizes(), dtype ? dtype : std::optional(x.scalar_type()), std::nullopt,
-                              x.device(), std::nullopt, format);
+  return advise_huge_pages(torch::stable::empty(x.sizes(), dtype ? dtype : std::optional(x.scalar_type()),
+                                               std::nullopt, x.device(), std::nullopt, format));
 }
 
 }  // namespace camfast

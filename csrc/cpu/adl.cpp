@@ -16,7 +16,6 @@
 #include "../kernels/adl.cuh"
 #include "../ops/adl.h"
 #include "loops.h"
-#include "memory.h"
 #include "planes.h"
 
 namespace camfast {
@@ -38,7 +37,6 @@ template <class T> void forward(const adl::ForwardIO& io, double ratio) {
   const NCP &v = io.v, &o = io.o;
   const T* xp = io.x.const_data_ptr<T>();
   T* op = io.out.mutable_data_ptr<T>();
-  cpu::advise_huge_pages(op, io.out.numel() * int64_t(sizeof(T)));
   T* sp = io.sel.mutable_data_ptr<T>();
   const auto* dp = static_cast<const uint8_t*>(io.drop.const_data_ptr());
   const int64_t block = cpu::pixels_per_block(v, sizeof(T));
@@ -103,7 +101,6 @@ template <class T> void backward(const adl::BackwardIO& io) {
   const T* sp = io.sel.const_data_ptr<T>();
   const auto* dp = static_cast<const uint8_t*>(io.drop.const_data_ptr());
   T* gxp = io.grad_x.mutable_data_ptr<T>();
-  cpu::advise_huge_pages(gxp, io.grad_x.numel() * int64_t(sizeof(T)));
   cpu::dispatch_unit(cpu::unit_axis({v, gv, o}), [&](auto unit) {
     constexpr Unit U = decltype(unit)::value;
     cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {

@@ -15,7 +15,6 @@
 #include "../kernels/spatial_softmax2d.cuh"
 #include "../ops/spatial_softmax2d.h"
 #include "loops.h"
-#include "memory.h"
 #include "simd.h"
 
 namespace camfast {
@@ -268,7 +267,6 @@ template <class T> void softmax_forward(const ssm::SoftmaxForwardIO& io, double 
   const NCP &v = io.x.v, &o = io.out.v;
   const T* xp = io.x.t.const_data_ptr<T>();
   T* op = io.out.t.mutable_data_ptr<T>();
-  cpu::advise_huge_pages(op, io.out.t.numel() * int64_t(sizeof(T)));
   A* mp = io.stats.max.mutable_data_ptr<A>();
   A* sp = io.stats.sum.mutable_data_ptr<A>();
   const A inv_t = ssm::inverse<A>(temperature);
@@ -296,7 +294,6 @@ template <class T> void softmax_backward(const ssm::SoftmaxBackwardIO& io, doubl
   const T* gp = io.grad_out.t.const_data_ptr<T>();
   const T* xp = io.x.t.const_data_ptr<T>();
   T* op = io.grad_x.t.mutable_data_ptr<T>();
-  cpu::advise_huge_pages(op, io.grad_x.t.numel() * int64_t(sizeof(T)));
   const A* mp = io.stats.max.const_data_ptr<A>();
   const A* sp = io.stats.sum.const_data_ptr<A>();
   const A inv_t = ssm::inverse<A>(temperature);
@@ -357,7 +354,6 @@ void soft_argmax_backward(const ssm::ArgmaxBackwardIO& io, double temperature, c
   const A* outp = io.out.const_data_ptr<A>();
   const T* xp = io.x.t.const_data_ptr<T>();
   T* op = io.grad_x.t.mutable_data_ptr<T>();
-  cpu::advise_huge_pages(op, io.grad_x.t.numel() * int64_t(sizeof(T)));
   const A* mp = io.stats.max.const_data_ptr<A>();
   const A* sp = io.stats.sum.const_data_ptr<A>();
   const A inv_t = ssm::inverse<A>(temperature);

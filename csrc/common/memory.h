@@ -11,11 +11,13 @@
 
 #include <cstdint>
 
+#include <torch/csrc/stable/tensor.h>
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
 
-namespace camfast::cpu {
+namespace camfast {
 
 constexpr uintptr_t kHugePage = uintptr_t(2) << 20;
 constexpr int64_t kAdviseFromBytes = int64_t(32) << 20;
@@ -34,4 +36,10 @@ inline void advise_huge_pages(void* data, int64_t bytes) {
 #endif
 }
 
-}  // namespace camfast::cpu
+// A freshly allocated output, advised before anything writes it; CUDA tensors pass unchanged.
+inline torch::stable::Tensor advise_huge_pages(torch::stable::Tensor fresh) {
+  if (fresh.is_cpu()) advise_huge_pages(fresh.data_ptr(), fresh.numel() * int64_t(fresh.element_size()));
+  return fresh;
+}
+
+}  // namespace camfast
