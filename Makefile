@@ -16,7 +16,7 @@ BASE_DEPS := $(TRITON) "numpy>=1.24,<2.4" ninja pytest pytest-benchmark opencv-p
 PEERS := grad-cam==1.5.7 torchcam==0.5.0 captum==0.9.0
 PEER_DEPS := scipy scikit-learn ttach pillow packaging
 
-.PHONY: test bench cuda-check wheel wheel-check clean
+.PHONY: test bench demo cuda-check wheel wheel-check clean
 
 $(TEST_VENV)/.ready:
 	$(PYTHON) -m venv $(TEST_VENV)
@@ -43,6 +43,12 @@ bench: $(BENCH_VENV)/.ready
 	$(BENCH_VENV)/bin/python -m benchmarks
 	$(BENCH_VENV)/bin/python -m benchmarks.results
 	$(BENCH_VENV)/bin/python -m benchmarks.cam_peer_check
+
+# The WSOL demo: trains a tiny CNN three times on a synthetic set, prints the localization table
+# and writes wsol_demo.png.
+demo: $(TEST_VENV)/.ready
+	$(TEST_VENV)/bin/pip install -q --no-build-isolation --no-deps -e .
+	$(TEST_VENV)/bin/python -m camfast.wsol.demo
 
 # Compile every csrc/cuda/*.cu with nvcc against the installed torch's stable-ABI headers, for
 # sm_80 and sm_90. Runs without a GPU: a CUDA file that does not compile fails here, and so does

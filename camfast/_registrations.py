@@ -67,7 +67,164 @@ def register_score_cam_masks(suffix: str) -> None:
     torch.library.register_autograd(qualname, backward)
 
 
-REGISTRARS = (register_thresholded_avg_pool2d, register_score_cam_masks)
+def register_adl(suffix: str) -> None:
+    forward = f"camfast::adl{suffix}"
+    backward_name = f"_adl_backward{suffix}"
+
+    @torch.library.register_fake(forward)
+    def _(x, drop, threshold):
+        n, _, h, w = x.shape
+        return empty_nchw_like(x), x.new_empty(n, 1, h, w)
+
+    @torch.library.register_fake(f"camfast::{backward_name}")
+    def _(grad_out, x, selected, drop):
+        return empty_nchw_like(x)
+
+    def setup_context(ctx, inputs, output):
+        x, drop, _threshold = inputs
+        _, selected = output
+        ctx.mark_non_differentiable(selected)
+        # The selected map is all the backward needs besides x: the mask itself in the drop
+        # branch, s = sigmoid(a) in the importance branch.
+        ctx.save_for_backward(x, selected, drop)
+
+    def backward(ctx, grad_out, _grad_selected):
+        x, selected, drop = ctx.saved_tensors
+        return _camfast_op(backward_name)(grad_out, x, selected, drop), None, None
+
+    torch.library.register_autograd(forward, backward, setup_context=setup_context)
+    _forbid_double_backward(f"camfast::{backward_name}")
+
+
+def register_channel_spatial_attention(suffix: str) -> None:
+    forward = f"camfast::channel_spatial_attention{suffix}"
+    backward_name = f"_channel_spatial_attention_backward{suffix}"
+
+    @torch.library.register_fake(forward)
+    def _(a, s, softmax):
+        n, _, h, w = a.shape
+        stats = torch.float64 if a.dtype == torch.float64 else torch.float32
+        return empty_nchw_like(a), a.new_empty(n, 1, h, w, dtype=stats)
+
+    @torch.library.register_fake(f"camfast::{backward_name}")
+    def _(grad_out, a, s, t, softmax):
+        return empty_nchw_like(a), s.new_empty(a.shape[:2])
+
+    def setup_context(ctx, inputs, output):
+        a, s, ctx.softmax = inputs
+        _, t = output
+        ctx.mark_non_differentiable(t)
+        ctx.save_for_backward(a, s, t)
+
+    def backward(ctx, grad_out, _grad_t):
+        a, s, t = ctx.saved_tensors
+        grad_a, grad_s = _camfast_op(backward_name)(grad_out, a, s, t, ctx.softmax)
+        return grad_a, grad_s, None
+
+    torch.library.register_autograd(forward, backward, setup_context=setup_context)
+    _forbid_double_backward(f"camfast::{backward_name}")
+
+
+def register_attention_branch_mix(suffix: str) -> None:
+    forward = f"camfast::attention_branch_mix{suffix}"
+    backward_name = f"_attention_branch_mix_backward{suffix}"
+
+    @torch.library.register_fake(forward)
+    def _(g, m):
+        return empty_nchw_like(g)
+
+    @torch.library.register_fake(f"camfast::{backward_name}")
+    def _(grad_out, g, m):
+        return empty_nchw_like(g), m.new_empty(m.shape)
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def backward(ctx, grad_out):
+        g, m = ctx.saved_tensors
+        return _camfast_op(backward_name)(grad_out, g, m)
+
+    torch.library.register_autograd(forward, backward, setup_context=setup_context)
+    _forbid_double_backward(f"camfast::{backward_name}")
+
+
+def row_stats_like(x):
+    """Empty row max and row sum, [N, C] in the accumulation dtype (float64 only for float64 x)."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    n, c = x.shape[:2]
+    return x.new_empty(n, c, dtype=acc), x.new_empty(n, c, dtype=acc)
+
+
+def register_spatial_softmax2d(suffix: str) -> None:
+    """camfast::spatial_softmax2d and camfast::spatial_soft_argmax2d: both save x and the row
+    statistics (max of x / T, sum of exp(x / T - max)) and recompute the softmax in backward."""
+    softmax = f"camfast::spatial_softmax2d{suffix}"
+    softmax_backward = f"_spatial_softmax2d_backward{suffix}"
+    argmax = f"camfast::spatial_soft_argmax2d{suffix}"
+    argmax_backward = f"_spatial_soft_argmax2d_backward{suffix}"
+
+    @torch.library.register_fake(softmax)
+    def _(x, temperature):
+        return (empty_nchw_like(x), *row_stats_like(x))
+
+    @torch.library.register_fake(f"camfast::{softmax_backward}")
+    def _(grad_out, x, row_max, row_sum, temperature):
+        return empty_nchw_like(x)
+
+    @torch.library.register_fake(argmax)
+    def _(x, temperature, normalized_coordinates):
+        row_max, row_sum = row_stats_like(x)
+        return row_max.new_empty(*x.shape[:2], 2), row_max, row_sum
+
+    @torch.library.register_fake(f"camfast::{argmax_backward}")
+    def _(grad_out, x, out, row_max, row_sum, temperature, normalized_coordinates):
+        return empty_nchw_like(x)
+
+    def save_softmax(ctx, inputs, output):
+        x, ctx.temperature = inputs
+        _, row_max, row_sum = output
+        ctx.mark_non_differentiable(row_max, row_sum)
+        ctx.save_for_backward(x, row_max, row_sum)
+
+    def backward_softmax(ctx, grad_out, _grad_max, _grad_sum):
+        x, row_max, row_sum = ctx.saved_tensors
+        return _camfast_op(softmax_backward)(grad_out, x, row_max, row_sum, ctx.temperature), None
+
+    def save_argmax(ctx, inputs, output):
+        x, ctx.temperature, ctx.normalized = inputs
+        out, row_max, row_sum = output
+        ctx.mark_non_differentiable(row_max, row_sum)
+        ctx.save_for_backward(x, out, row_max, row_sum)
+
+    def backward_argmax(ctx, grad_out, _grad_max, _grad_sum):
+        x, out, row_max, row_sum = ctx.saved_tensors
+        grad_x = _camfast_op(argmax_backward)(grad_out, x, out, row_max, row_sum, ctx.temperature, ctx.normalized)
+        return grad_x, None, None
+
+    torch.library.register_autograd(softmax, backward_softmax, setup_context=save_softmax)
+    torch.library.register_autograd(argmax, backward_argmax, setup_context=save_argmax)
+    _forbid_double_backward(f"camfast::{softmax_backward}")
+    _forbid_double_backward(f"camfast::{argmax_backward}")
+
+
+def register_wsol_box_sweep(suffix: str) -> None:
+    """The MaxBoxAcc sweep of camfast.wsol: integer and boolean inputs, nothing to differentiate."""
+
+    @torch.library.register_fake(f"camfast::wsol_box_sweep{suffix}")
+    def _(q, gt_boxes, gt_count, multi_contour):
+        levels = (q.shape[0], 256)
+        return q.new_empty(levels, dtype=torch.float64), q.new_empty(levels, dtype=torch.bool)
+
+
+REGISTRARS = (
+    register_adl,
+    register_attention_branch_mix,
+    register_channel_spatial_attention,
+    register_score_cam_masks,
+    register_spatial_softmax2d,
+    register_thresholded_avg_pool2d,
+    register_wsol_box_sweep,
+)
 
 if _extension.has_cpp("cpu"):
     for _register in REGISTRARS:

@@ -1,7 +1,7 @@
 """Smoke test of an installed camfast (run from outside the source tree, e.g. on a fresh wheel).
 
-Imports camfast, prints show_config(), and checks one op on every backend usable here against the
-reference, forward and backward. Exits non-zero on any failure.
+Imports camfast, prints show_config(), and checks every op on every backend usable here against
+the reference: forward, and backward for the layers. Exits non-zero on any failure.
 """
 
 import sys
@@ -10,9 +10,36 @@ from pathlib import Path
 import torch
 
 import camfast
-from camfast import _backend
+from camfast import _backend, reference
 
 SOURCE_TREE = Path(__file__).resolve().parent.parent
+
+
+def cases(device: torch.device):
+    """(name, camfast call taking backend=, reference call, inputs, differentiable)."""
+    x = torch.randn(4, 8, 7, 7, device=device)
+    s = torch.softmax(torch.randn(4, 8, device=device), dim=1)
+    m = torch.rand(4, 1, 7, 7, device=device)
+    image = torch.rand(2, 3, 16, 16, device=device)
+    keep = torch.zeros(4, dtype=torch.bool, device=device)
+    return [
+        ("thresholded_avg_pool2d", camfast.thresholded_avg_pool2d, reference.thresholded_avg_pool2d, (x.relu(),), True),
+        ("adl", lambda t, **kw: camfast.adl(t, use_drop=False, **kw), lambda t: reference.adl(t, keep), (x,), True),
+        ("spatial_softmax2d", camfast.spatial_softmax2d, reference.spatial_softmax2d, (x,), True),
+        ("spatial_soft_argmax2d", camfast.spatial_soft_argmax2d, reference.spatial_soft_argmax2d, (x,), True),
+        ("channel_spatial_attention", camfast.channel_spatial_attention, reference.channel_spatial_attention, (x, s), True),
+        ("attention_branch_mix", camfast.attention_branch_mix, reference.attention_branch_mix, (x, m), True),
+        ("score_cam_masks", camfast.score_cam_masks, reference.score_cam_masks, (x[:2], image), False),
+    ]
+
+
+def check(name, fn, ref, inputs, differentiable, backend) -> None:
+    leaves = [t.clone().requires_grad_(differentiable) for t in inputs]
+    out = fn(*leaves, backend=backend)
+    torch.testing.assert_close(out, ref(*inputs))
+    if differentiable:
+        out.sum().backward()
+        assert all(t.grad is not None and t.grad.shape == t.shape for t in leaves), f"{name}: gradients missing"
 
 
 def main() -> int:
@@ -21,18 +48,14 @@ def main() -> int:
     camfast.show_config()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert _backend.available("cpp", device)[0], "the installed wheel has no compiled kernels for " + device.type
-    x = torch.randn(4, 8, 7, 7, device=device).relu()
-    expected = camfast.reference.thresholded_avg_pool2d(x, 0.1)
     for backend in ("cpp", "triton"):
-        if not _backend.available(backend, device)[0]:
-            print(f"{backend}: unavailable here ({_backend.available(backend, device)[1]})")
+        usable, why = _backend.available(backend, device)
+        if not usable:
+            print(f"{backend}: unavailable here ({why})")
             continue
-        xb = x.clone().requires_grad_()
-        out = camfast.thresholded_avg_pool2d(xb, 0.1, backend=backend)
-        torch.testing.assert_close(out, expected)
-        out.sum().backward()
-        assert xb.grad is not None and xb.grad.shape == x.shape
-        print(f"{backend}: thresholded_avg_pool2d matches the reference")
+        for name, *case in cases(device):
+            check(name, *case, backend)
+        print(f"{backend}: every op matches the reference")
     print(f"camfast {camfast.__version__} from {location.parent}: OK")
     return 0
 

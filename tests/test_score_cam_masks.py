@@ -23,7 +23,8 @@ def ref(align_corners=False, stage="upsampled"):
 
 def shapes(backend):
     """(act shape, image shape): odd sizes, up- and downsampling, 1x1 maps, one image channel."""
-    small = [((2, 3, 5, 7), (2, 3, 9, 13)), ((1, 2, 1, 1), (1, 3, 4, 5)), ((1, 2, 6, 4), (1, 1, 3, 5))]
+    small = [((2, 3, 5, 7), (2, 3, 9, 13)), ((1, 2, 1, 1), (1, 3, 4, 5)), ((1, 2, 6, 4), (1, 1, 3, 5)),
+             ((1, 2, 6, 4), (1, 3, 6, 9))]  # the last keeps H: F.interpolate copies those rows
     # The Triton interpreter runs one program at a time on CPU: keep its cases small.
     return small if backend == "triton" else [((2, 16, 7, 7), (2, 3, 56, 56)), *small]
 
@@ -104,10 +105,11 @@ def test_output_is_contiguous_and_inputs_unchanged(device, backend):
     assert torch.equal(act, before[0]) and torch.equal(image, before[1])
 
 
-def test_downsampled_map_can_become_constant():
-    act = torch.randn(1, 2, 4, 4)
-    _, constant = camfast.score_cam_masks(act, torch.rand(1, 3, 1, 1), return_constant=True, backend="reference")
-    assert constant.all()
+@pytest.mark.parametrize("device,backend", [("cpu", "reference"), *BACKENDS])
+def test_downsampled_map_can_become_constant(device, backend):
+    act = torch.randn(1, 2, 4, 4, device=device)
+    out, constant = camfast.score_cam_masks(act, torch.rand(1, 3, 1, 1, device=device), return_constant=True, backend=backend)
+    assert constant.all() and not out.any()
 
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
@@ -156,6 +158,13 @@ BAD_INPUTS = [
     (lambda: (torch.randn(2, 3, 4, 4), torch.rand(2, 3, 8, 8)), {"align_corners": 1}, TypeError, "align_corners must be a bool"),
     (lambda: (torch.randn(2, 3, 4, 4), [[1.0]]), {}, TypeError, "image must be a torch.Tensor"),
 ]
+
+
+@pytest.mark.parametrize("device,backend", BACKENDS)
+def test_ops_guard_empty_maps_when_called_directly(device, backend):
+    op = getattr(torch.ops.camfast, OP + ("_triton" if backend == "triton" else ""))
+    with pytest.raises((RuntimeError, ValueError), match="h > 0 and w > 0"):
+        op(torch.randn(1, 2, 0, 3, device=device), torch.rand(1, 3, 4, 4, device=device), False, False)
 
 
 @pytest.mark.parametrize("backend", ["reference", *[p.values[1] for p in BACKENDS]])

@@ -104,10 +104,13 @@ def _low_precision_check(actual, low, exact, name: str, dtype: torch.dtype) -> N
     assert error <= bound, f"{name}: error {error:.3g} > bound {bound:.3g} (reference's own error {ref_error:.3g})"
 
 
-def assert_matches_reference(fn, ref, *args, backward: bool = True) -> None:
+def assert_matches_reference(fn, ref, *args, backward: bool = True, long_sums: bool = False) -> None:
     """fn(*args) and its gradients agree with ref(*args), under the project's tolerance rules.
 
     args may mix tensors and other values; every floating tensor is differentiated.
+    long_sums: some result is a sum of hundreds of terms whose float32 roundoff (in any summation
+    order, the reference's included) exceeds the fixed table; float32 then follows the
+    low-precision rule against float64, like float16 and bfloat16.
     """
     args_fn = _leaves(args)
     probe = ref(*_leaves(args))
@@ -115,7 +118,7 @@ def assert_matches_reference(fn, ref, *args, backward: bool = True) -> None:
     actual = _run(fn, args_fn, grad_out, backward)
     names = ["output"] + [f"grad of arg {i}" for i, a in enumerate(args_fn) if isinstance(a, torch.Tensor) and a.requires_grad]
     dtype = probe.dtype
-    if dtype in TOLERANCE:
+    if dtype in TOLERANCE and not (long_sums and dtype == torch.float32):
         expected = _run(ref, _leaves(args), grad_out, backward)
         for name, a, e in zip(names, actual, expected):
             if e is None:

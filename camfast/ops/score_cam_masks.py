@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import _backend, reference
-from .._validation import check_choice, check_flag, check_nchw, check_same_device, check_same_dtype
+from .._validation import check_choice, check_bool, check_nchw, check_same_device, check_same_dtype
 
 NORMALIZE_STAGES = ("upsampled", "feature")
 
@@ -28,9 +28,14 @@ def score_cam_masks(
         normalize_stage="feature"   (torch-cam):      M = upsample((A - min A) / (max A - min A))
         out[n, k] = M * image[n]
 
-    A constant map (max == min where it is normalised) gives M = 0: all constant maps give the
-    same masked input (zeros), so an explainer can score them with one forward pass; their [N, K]
-    flags come back with return_constant=True. A map holding NaN gives a NaN mask.
+    A constant map gives M = 0: all constant maps give the same masked input (zeros), so an
+    explainer can score them with one forward pass; their [N, K] flags come back with
+    return_constant=True. A map is constant when max A == min A, or, at the "upsampled" stage,
+    max up == min up (the authors test only up, where F.interpolate's rounding can leave a few ulps
+    of noise on a constant A, e.g. on every 1x1 map). A map holding NaN gives a NaN mask. When
+    neither axis shrinks (the Score-CAM setting), up is constant exactly when A is; when one does,
+    a map can upsample to one that is constant in exact arithmetic but not after rounding, whose
+    mask amplifies rounding noise that differs between backends.
 
     The masks are explainer inputs, not differentiable: on the compiled backends a backward
     through them raises RuntimeError (the reference is plain PyTorch and differentiates).
@@ -54,9 +59,9 @@ def score_cam_masks(
         raise ValueError(
             f"act and image must have the same batch size N, got {act.shape[0]} and {image.shape[0]}"
         )
-    align_corners = check_flag(align_corners, "align_corners")
+    align_corners = check_bool(align_corners, "align_corners")
     normalize_stage = check_choice(normalize_stage, "normalize_stage", NORMALIZE_STAGES)
-    return_constant = check_flag(return_constant, "return_constant")
+    return_constant = check_bool(return_constant, "return_constant")
     chosen = _backend.resolve(backend, act.device)
     if chosen == "reference":
         masks, constant = reference.score_cam_masks(act, image, align_corners, normalize_stage, return_constant=True)

@@ -6,7 +6,14 @@ camfast loads them at import when Triton can run: on CUDA, or on CPU under TRITO
 
 import importlib
 
-STEMS = ("score_cam_masks", "thresholded_avg_pool2d")
+STEMS = (
+    "adl",
+    "attention_branch_mix",
+    "channel_spatial_attention",
+    "score_cam_masks",
+    "spatial_softmax2d",
+    "thresholded_avg_pool2d",
+)
 
 
 def load_all() -> None:

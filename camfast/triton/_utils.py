@@ -27,3 +27,17 @@ def row_tiles(x: torch.Tensor) -> tuple[int, int]:
     block_p = min(triton.next_power_of_2(max(p, 1)), 64 if channels_inner(x) else 1024)
     block_c = max(1, min(TILE_ELEMENTS // block_p, triton.next_power_of_2(max(c, 1))))
     return block_c, block_p
+
+
+def pixel_tiles(x: torch.Tensor) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_P) for kernels that reduce over the channels of each pixel of [N, C, P].
+
+    A program owns BLOCK_P pixels and loops over the channels BLOCK_C at a time: wide in P for
+    NCHW (pixels contiguous), wide in C for channels_last.
+    """
+    c, p = x.shape[1], x.shape[2] * x.shape[3]
+    if channels_inner(x):
+        block_c = min(triton.next_power_of_2(max(c, 1)), 128)
+        return block_c, max(1, min(TILE_ELEMENTS // 4 // block_c, triton.next_power_of_2(p)))
+    block_p = min(triton.next_power_of_2(max(p, 1)), 256)
+    return max(1, min(TILE_ELEMENTS // 4 // block_p, triton.next_power_of_2(max(c, 1)))), block_p

@@ -1,8 +1,8 @@
 """Score-CAM masked inputs in Triton: one program per map for its extrema, then one program per
 (map, block of pixels) computing the mask once and writing it times every image channel.
 
-The bilinear taps of each output row and column are computed once per call on the host side
-(tiny tensors, F.interpolate's formula in the accumulation dtype) and gathered by the kernels.
+The bilinear taps follow F.interpolate's formula (csrc/kernels/score_cam_masks.cuh), with each
+axis's scale divided once on the host in the accumulation dtype.
 """
 
 from __future__ import annotations
@@ -19,38 +19,42 @@ BLOCK = 1024  # pixels per program in the upsampled passes
 SOURCE_BLOCK = 1024  # source values per step of the source extrema
 
 
-def _axis_taps(size_in: int, size_out: int, align_corners: bool, dtype: torch.dtype, device):
-    """(indices [2, out] int64, weights [2, out]) of F.interpolate's bilinear samples along one axis."""
-    dst = torch.arange(size_out, device=device, dtype=dtype)
-    if size_in == size_out:
-        return torch.stack([dst, dst]).long(), torch.stack([torch.ones_like(dst), torch.zeros_like(dst)])
+def _source_scale(size_in: int, size_out: int, align_corners: bool, dtype: torch.dtype) -> float:
+    """F.interpolate's scale along one axis, rounded to dtype as torch's opmath computes it."""
     if align_corners:
-        scale = torch.tensor((size_in - 1) if size_out > 1 else 0, dtype=dtype) / max(size_out - 1, 1)
-        src = scale.to(device) * dst
+        num, den = (size_in - 1, size_out - 1) if size_out > 1 else (0, 1)
     else:
-        scale = torch.tensor(size_in, dtype=dtype) / size_out
-        src = (scale.to(device) * (dst + 0.5) - 0.5).clamp_min(0)
-    i0 = src.floor().long().clamp_max(size_in - 1)
-    lam = (src - i0.to(dtype)).clamp(0, 1)
-    return torch.stack([i0, i0 + (i0 < size_in - 1).long()]), torch.stack([1 - lam, lam])
+        num, den = size_in, size_out
+    return (torch.tensor(num, dtype=dtype) / den).item()
 
 
 @triton.jit
-def _upsampled(m_ptr, s_h, s_w, ys, xs, ok, row_i, row_w, col_i, col_w, H, W, src_lo, src_span, ACC: tl.constexpr):
-    """The upsampled map at pixels (ys, xs): each source tap mapped by (a - src_lo) / src_span, then
-    interpolated along W within rows and along H, F.interpolate's order."""
-    y0 = tl.load(row_i + ys, mask=ok, other=0)
-    y1 = tl.load(row_i + H + ys, mask=ok, other=0)
-    wy0 = tl.load(row_w + ys, mask=ok, other=0.0)
-    wy1 = tl.load(row_w + H + ys, mask=ok, other=0.0)
-    x0 = tl.load(col_i + xs, mask=ok, other=0)
-    x1 = tl.load(col_i + W + xs, mask=ok, other=0)
-    wx0 = tl.load(col_w + xs, mask=ok, other=0.0)
-    wx1 = tl.load(col_w + W + xs, mask=ok, other=0.0)
-    v00 = (tl.load(m_ptr + y0 * s_h + x0 * s_w, mask=ok, other=0.0).to(ACC) - src_lo) / src_span
-    v01 = (tl.load(m_ptr + y0 * s_h + x1 * s_w, mask=ok, other=0.0).to(ACC) - src_lo) / src_span
-    v10 = (tl.load(m_ptr + y1 * s_h + x0 * s_w, mask=ok, other=0.0).to(ACC) - src_lo) / src_span
-    v11 = (tl.load(m_ptr + y1 * s_h + x1 * s_w, mask=ok, other=0.0).to(ACC) - src_lo) / src_span
+def _tap(dst, size_in, size_out, scale, ALIGN: tl.constexpr, ACC: tl.constexpr):
+    """(i0, i1, w0, w1): the two source samples of output coordinates dst and their weights."""
+    d = dst.to(ACC)
+    if ALIGN:
+        src = scale * d
+    else:
+        src = tl.maximum(scale * (d + 0.5) - 0.5, 0.0)
+    i0 = tl.minimum(tl.floor(src).to(tl.int64), size_in - 1)
+    lam = tl.minimum(tl.maximum(src - i0.to(ACC), 0.0), 1.0)
+    i1 = i0 + (i0 < size_in - 1).to(tl.int64)
+    same = size_in == size_out  # F.interpolate copies: weights exactly 1 and 0
+    return (tl.where(same, dst, i0), tl.where(same, dst, i1), tl.where(same, 1.0, 1.0 - lam),
+            tl.where(same, 0.0, lam))
+
+
+@triton.jit
+def _upsampled(m_ptr, s_h, s_w, ys, xs, h, w, H, W, scale_h, scale_w, src_lo, src_span,
+               ALIGN: tl.constexpr, ACC: tl.constexpr):
+    """The upsampled map at pixels (ys, xs) (in range): each source tap mapped by
+    (a - src_lo) / src_span, then interpolated along W within rows and along H, F.interpolate's order."""
+    y0, y1, wy0, wy1 = _tap(ys, h, H, scale_h, ALIGN, ACC)
+    x0, x1, wx0, wx1 = _tap(xs, w, W, scale_w, ALIGN, ACC)
+    v00 = (tl.load(m_ptr + y0 * s_h + x0 * s_w).to(ACC) - src_lo) / src_span
+    v01 = (tl.load(m_ptr + y0 * s_h + x1 * s_w).to(ACC) - src_lo) / src_span
+    v10 = (tl.load(m_ptr + y1 * s_h + x0 * s_w).to(ACC) - src_lo) / src_span
+    v11 = (tl.load(m_ptr + y1 * s_h + x1 * s_w).to(ACC) - src_lo) / src_span
     return (v00 * wx0 + v01 * wx1) * wy0 + (v10 * wx0 + v11 * wx1) * wy1
 
 
@@ -65,10 +69,13 @@ def _extrema(v, ok, lo, hi, has_nan):
 
 
 @triton.jit
-def _stats_kernel(act_ptr, stats_ptr, const_ptr, K, h, w, a_n, a_k, a_h, a_w, row_i, row_w, col_i, col_w, H, W,
-                  FEATURE: tl.constexpr, ACC: tl.constexpr, SOURCE_BLOCK: tl.constexpr, BLOCK: tl.constexpr):
+def _stats_kernel(act_ptr, stats_ptr, const_ptr, K, a_n, a_k, a_h, a_w, h, w, H, W, scale_h: tl.float64,
+                  scale_w: tl.float64, FEATURE: tl.constexpr, ALIGN: tl.constexpr, ACC: tl.constexpr,
+                  SOURCE_BLOCK: tl.constexpr, BLOCK: tl.constexpr):
     r = tl.program_id(0).to(tl.int64)
     m_ptr = act_ptr + (r // K) * a_n + (r % K) * a_k
+    # (tl.full casts the float64 scales to ACC; the interpreter passes them as Python floats.)
+    sh, sw = tl.full([], scale_h, ACC), tl.full([], scale_w, ACC)
     lo = tl.full([], float("inf"), ACC)
     hi = tl.full([], float("-inf"), ACC)
     has_nan = tl.zeros([], tl.int32)
@@ -94,7 +101,8 @@ def _stats_kernel(act_ptr, stats_ptr, const_ptr, K, h, w, a_n, a_k, a_h, a_w, ro
         for p0 in range(0, H * W, BLOCK):
             ps = p0 + tl.arange(0, BLOCK)
             ok = ps < H * W
-            up = _upsampled(m_ptr, a_h, a_w, ps // W, ps % W, ok, row_i, row_w, col_i, col_w, H, W, zero, one, ACC)
+            inside = tl.minimum(ps, H * W - 1)  # the tail recomputes the last pixel, counted nowhere
+            up = _upsampled(m_ptr, a_h, a_w, inside // W, inside % W, h, w, H, W, sh, sw, zero, one, ALIGN, ACC)
             lo, hi, has_nan = _extrema(up, ok, lo, hi, has_nan)
         constant = (has_nan == 0) & (lo == hi)
         up_lo = tl.where(has_nan > 0, nan, lo)
@@ -108,18 +116,21 @@ def _stats_kernel(act_ptr, stats_ptr, const_ptr, K, h, w, a_n, a_k, a_h, a_w, ro
 
 @triton.jit
 def _masks_kernel(act_ptr, img_ptr, out_ptr, stats_ptr, const_ptr, K, C, a_n, a_k, a_h, a_w, i_n, i_c, i_p,
-                  row_i, row_w, col_i, col_w, H, W, ACC: tl.constexpr, BLOCK: tl.constexpr):
+                  h, w, H, W, scale_h: tl.float64, scale_w: tl.float64, ALIGN: tl.constexpr, ACC: tl.constexpr,
+                  BLOCK: tl.constexpr):
     r = tl.program_id(0).to(tl.int64)
     ps = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = ps < H * W
+    sh, sw = tl.full([], scale_h, ACC), tl.full([], scale_w, ACC)
     src_lo = tl.load(stats_ptr + r * 4 + 0)
     src_span = tl.load(stats_ptr + r * 4 + 1)
     up_lo = tl.load(stats_ptr + r * 4 + 2)
     up_span = tl.load(stats_ptr + r * 4 + 3)
     constant = tl.load(const_ptr + r)
     n = r // K
-    up = _upsampled(act_ptr + n * a_n + (r % K) * a_k, a_h, a_w, ps // W, ps % W, ok, row_i, row_w, col_i, col_w,
-                    H, W, src_lo, src_span, ACC)
+    inside = tl.minimum(ps, H * W - 1)  # the tail recomputes the last pixel, stored nowhere
+    up = _upsampled(act_ptr + n * a_n + (r % K) * a_k, a_h, a_w, inside // W, inside % W, h, w, H, W,
+                    sh, sw, src_lo, src_span, ALIGN, ACC)
     mask = tl.where(constant, 0.0, (up - up_lo) / up_span)
     out_row = out_ptr + r * C * H * W
     for c in range(C):
@@ -133,23 +144,24 @@ def score_cam_masks_triton(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     image = with_mergeable_hw(image)
     n, k, h, w = act.shape
+    if h == 0 or w == 0:  # every output pixel reads its taps from the map (the wrapper checks first)
+        raise ValueError(f"act must have h > 0 and w > 0, got shape {tuple(act.shape)}")
     c, H, W = image.shape[1:]
     out = act.new_empty(n, k, c, H, W)
     constant = act.new_empty(n, k, dtype=torch.bool)
     if n * k == 0:
         return out, constant
     acc = torch.float64 if act.dtype == torch.float64 else torch.float32
-    row_i, row_w = _axis_taps(h, H, align_corners, acc, act.device)
-    col_i, col_w = _axis_taps(w, W, align_corners, acc, act.device)
     stats = act.new_empty(n * k, 4, dtype=acc)
-    taps = (row_i, row_w, col_i, col_w, H, W)
+    geometry = (h, w, H, W, _source_scale(h, H, align_corners, acc), _source_scale(w, W, align_corners, acc))
     _stats_kernel[(n * k,)](
-        act, stats, constant, k, h, w, *act.stride(), *taps,
-        FEATURE=normalize_feature, ACC=acc_dtype(act.dtype), SOURCE_BLOCK=SOURCE_BLOCK, BLOCK=BLOCK,
+        act, stats, constant, k, *act.stride(), *geometry,
+        FEATURE=normalize_feature, ALIGN=align_corners, ACC=acc_dtype(act.dtype), SOURCE_BLOCK=SOURCE_BLOCK,
+        BLOCK=BLOCK,
     )
     _masks_kernel[(n * k, triton.cdiv(H * W, BLOCK))](
-        act, image, out, stats, constant, k, c, *act.stride(), *ncp_strides(image), *taps,
-        ACC=acc_dtype(act.dtype), BLOCK=BLOCK,
+        act, image, out, stats, constant, k, c, *act.stride(), *ncp_strides(image), *geometry,
+        ALIGN=align_corners, ACC=acc_dtype(act.dtype), BLOCK=BLOCK,
     )
     return out, constant
 

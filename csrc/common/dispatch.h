@@ -23,4 +23,9 @@ template <class F> void dispatch_floating(ScalarType type, const char* op, F&& f
   }
 }
 
+// The dtype of statistics a forward op saves for its backward: acc_t of the input type.
+inline ScalarType acc_scalar_type(ScalarType type) {
+  return type == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
+}
+
 }  // namespace camfast

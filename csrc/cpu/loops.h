@@ -17,6 +17,12 @@ constexpr int64_t kChannelBlock = 64;
 // Enough elements per task that the thread pool's overhead is noise.
 constexpr int64_t kGrainElements = 1 << 15;
 
+// Strided access with the unit stride known at compile time, so the contiguous case vectorises.
+template <bool kUnit> struct Stride {
+  int64_t s;
+  int64_t operator()(int64_t i) const { return kUnit ? i : i * s; }
+};
+
 // body(n, c) for every (n, c) row, rows split across threads.
 template <class F> void parallel_rows(const NCP& v, const F& body) {
   const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, v.P));

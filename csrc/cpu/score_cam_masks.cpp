@@ -22,7 +22,8 @@ using scm::Tap;
 
 template <class A> std::vector<Tap<A>> axis_taps(int64_t in, int64_t out, bool align_corners) {
   std::vector<Tap<A>> taps(out);
-  for (int64_t i = 0; i < out; ++i) taps[i] = scm::linear_tap<A>(in, out, align_corners, i);
+  const A scale = scm::source_scale<A>(in, out, align_corners);
+  for (int64_t i = 0; i < out; ++i) taps[i] = scm::linear_tap<A>(in, out, scale, align_corners, i);
   return taps;
 }
 
@@ -47,35 +48,50 @@ template <class T> struct Kernel {
     return e;
   }
 
-  // Map r as h x w contiguous values, each mapped by s.source().
-  void load(int64_t r, const MapStats<A>& s, A* src) const {
+  // Map r, each value mapped by s.source() and each row upsampled along W: h rows of W values.
+  // F.interpolate interpolates along W within rows first, so every upsampled row is a lerp of
+  // two of these rows: the same operations, in the same order, as from the four taps per pixel.
+  void widen(int64_t r, const MapStats<A>& s, A* row, A* wide) const {
     const T* m = map(r);
     for (int64_t i = 0; i < io.a.h; ++i) {
-      for (int64_t j = 0; j < io.a.w; ++j) src[i * io.a.w + j] = s.source(A(m[i * io.a.sH + j * io.a.sW]));
+      for (int64_t j = 0; j < io.a.w; ++j) row[j] = s.source(A(m[i * io.a.sH + j * io.a.sW]));
+      A* out = wide + i * io.W;
+      for (int64_t x = 0; x < io.W; ++x) out[x] = scm::lerp(row[cols[x].i0], row[cols[x].i1], cols[x]);
     }
   }
 
-  // Row y of the upsampled map, in F.interpolate's order: along W within rows, then along H.
-  void upsample_row(const A* src, int64_t y, A* up) const {
-    const Tap<A>& ty = rows[y];
-    const A* top = src + ty.i0 * io.a.w;
-    const A* bottom = src + ty.i1 * io.a.w;
-    for (int64_t x = 0; x < io.W; ++x) {
-      const Tap<A>& tx = cols[x];
-      up[x] = scm::lerp(scm::lerp(top[tx.i0], top[tx.i1], tx), scm::lerp(bottom[tx.i0], bottom[tx.i1], tx), ty);
-    }
+  void upsample_row(const A* wide, int64_t y, A* up) const {
+    const Tap<A> ty = rows[y];
+    const A* top = wide + ty.i0 * io.W;
+    const A* bottom = wide + ty.i1 * io.W;
+#pragma omp simd
+    for (int64_t x = 0; x < io.W; ++x) up[x] = scm::lerp(top[x], bottom[x], ty);
   }
 
-  MapStats<A> stats(int64_t r, bool feature, std::vector<A>& src, std::vector<A>& up) const {
+  // Per-thread scratch: one source row, the widened map and one output row.
+  struct Scratch {
+    std::vector<A> row, wide, up;
+    explicit Scratch(const scm::IO& io) : row(io.a.w), wide(io.a.h * io.W), up(io.W) {}
+  };
+
+  MapStats<A> stats(int64_t r, bool feature, Scratch& t) const {
     MapStats<A> s = scm::source_stats(source_extrema(r), feature);
     if (feature || s.constant) return s;
-    load(r, s, src.data());
-    scm::Extrema<A> e;
+    widen(r, s, t.row.data(), t.wide.data());
+    // NaN never passes `<` or `>`, so per-lane extrema combine exactly; NaN is tracked on the side.
+    A lo = -lowest<A>(), hi = lowest<A>();
+    int has_nan = 0;
     for (int64_t y = 0; y < io.H; ++y) {
-      upsample_row(src.data(), y, up.data());
-      for (int64_t x = 0; x < io.W; ++x) e.add(up[x]);
+      upsample_row(t.wide.data(), y, t.up.data());
+      const A* up = t.up.data();
+#pragma omp simd reduction(min : lo) reduction(max : hi) reduction(| : has_nan)
+      for (int64_t x = 0; x < io.W; ++x) {
+        has_nan |= (up[x] != up[x]);
+        lo = up[x] < lo ? up[x] : lo;
+        hi = up[x] > hi ? up[x] : hi;
+      }
     }
-    scm::with_upsampled(s, e);
+    scm::with_upsampled(s, scm::Extrema<A>{lo, hi, has_nan != 0});
     return s;
   }
 
@@ -99,31 +115,33 @@ template <class T> struct Kernel {
     bool* constant = io.constant.mutable_data_ptr<bool>();
     const int64_t stats_grain = std::max<int64_t>(1, cpu::kGrainElements / (feature ? map_size : H * W));
     torch::stable::parallel_for(0, maps, stats_grain, [&](int64_t begin, int64_t end) {
-      std::vector<A> src(map_size), up(W);
+      Scratch t(io);
       for (int64_t r = begin; r < end; ++r) {
-        stats_of[r] = stats(r, feature, src, up);
+        stats_of[r] = stats(r, feature, t);
         constant[r] = stats_of[r].constant;
       }
     });
     T* out = io.out.mutable_data_ptr<T>();
     const int64_t row_grain = std::max<int64_t>(1, cpu::kGrainElements / (C * W));
     torch::stable::parallel_for(0, maps * H, row_grain, [&](int64_t begin, int64_t end) {
-      std::vector<A> src(map_size), mask(W);
-      int64_t loaded = -1;
+      Scratch t(io);
+      A* mask = t.up.data();
+      int64_t widened = -1;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t r = row / H, y = row % H;
-        const MapStats<A>& s = stats_of[r];
-        if (r != loaded) {
-          load(r, s, src.data());
-          loaded = r;
+        const MapStats<A> s = stats_of[r];
+        if (r != widened) {
+          widen(r, s, t.row.data(), t.wide.data());
+          widened = r;
         }
-        upsample_row(src.data(), y, mask.data());
+        upsample_row(t.wide.data(), y, mask);
+#pragma omp simd
         for (int64_t x = 0; x < W; ++x) mask[x] = s.mask(mask[x]);
         T* o = out + r * C * H * W;
         if (io.img.sP == 1) {
-          write_row<true>(r, y, mask.data(), o);
+          write_row<true>(r, y, mask, o);
         } else {
-          write_row<false>(r, y, mask.data(), o);
+          write_row<false>(r, y, mask, o);
         }
       }
     });

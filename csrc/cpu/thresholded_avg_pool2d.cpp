@@ -14,12 +14,7 @@ namespace {
 
 using torch::stable::Tensor;
 using cpu::kChannelBlock;
-
-// Strided access with the unit stride known at compile time, so the contiguous case vectorises.
-template <bool kUnit> struct Stride {
-  int64_t s;
-  int64_t operator()(int64_t i) const { return kUnit ? i : i * s; }
-};
+using cpu::Stride;
 
 template <class T, bool kUnit>
 void forward_row(const T* x, Stride<kUnit> at, int64_t P, double tau, T* out, T* thr, int32_t* cnt) {

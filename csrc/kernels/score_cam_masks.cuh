@@ -19,11 +19,17 @@ template <class A> struct Tap {
   A w0, w1;
 };
 
-// F.interpolate's bilinear source index (area_pixel_compute_source_index with the scale in/out,
-// or (in - 1) / (out - 1) with align_corners), computed in the same type A as torch's opmath.
-template <class A> CAMFAST_HD Tap<A> linear_tap(int64_t in, int64_t out, bool align_corners, int64_t dst) {
+// F.interpolate's bilinear source scale along one axis: in / out, or (in - 1) / (out - 1) with
+// align_corners, in the type A of torch's opmath (computed once per axis, not per pixel).
+template <class A> CAMFAST_HD A source_scale(int64_t in, int64_t out, bool align_corners) {
+  if (align_corners) return out > 1 ? A(in - 1) / A(out - 1) : A(0);
+  return A(in) / A(out);
+}
+
+// The two source samples of output coordinate dst and their weights, as F.interpolate computes
+// them (area_pixel_compute_source_index, then the index clamped and the weight kept in [0, 1]).
+template <class A> CAMFAST_HD Tap<A> linear_tap(int64_t in, int64_t out, A scale, bool align_corners, int64_t dst) {
   if (in == out) return {dst, dst, A(1), A(0)};
-  const A scale = align_corners ? (out > 1 ? A(in - 1) / A(out - 1) : A(0)) : A(in) / A(out);
   A src = align_corners ? scale * A(dst) : scale * (A(dst) + A(0.5)) - A(0.5);
   if (src < A(0)) src = A(0);
   int64_t i0 = int64_t(floor(src));

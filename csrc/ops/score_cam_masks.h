@@ -39,6 +39,8 @@ inline IO prepare(const Tensor& act, Tensor image) {
   check_same_device(act, image, kOp, "act", "image");
   check_same_dtype(act, image, kOp, "act", "image");
   STD_TORCH_CHECK(act.size(0) == image.size(0), kOp, ": act and image must have the same batch size");
+  // Every output pixel reads its taps from the map: an empty map has none to read.
+  STD_TORCH_CHECK(act.size(2) > 0 && act.size(3) > 0, kOp, ": act must have h > 0 and w > 0");
   image = with_mergeable_hw(image);
   const ActView a{act.size(0), act.size(1), act.size(2), act.size(3),
                   act.stride(0), act.stride(1), act.stride(2), act.stride(3)};

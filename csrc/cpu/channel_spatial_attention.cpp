@@ -1,0 +1,172 @@
+// GGAM channel-spatial attention on the CPU: forward and backward, NCHW and channels_last in place.
+//
+// Sigmoid: one task per block of pixels of one sample, sized by pixels_per_block so that the
+// block stays in cache between its two sweeps (the channel sums, then the writes): a is read from
+// memory once. Softmax needs every z of a sample before any t, so its tasks are whole samples.
+#include <cmath>
+#include <tuple>
+#include <vector>
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include "../kernels/channel_spatial_attention.cuh"
+#include "../ops/channel_spatial_attention.h"
+#include "loops.h"
+#include "planes.h"
+
+namespace camfast {
+namespace {
+
+using torch::stable::Tensor;
+using cpu::Unit;
+
+// s[n, :] in the accumulation type.
+template <class T> std::vector<acc_t<T>> weights_of(const T* s, csa::Weights w, int64_t n, int64_t C) {
+  std::vector<acc_t<T>> out(C);
+  for (int64_t c = 0; c < C; ++c) out[c] = acc_t<T>(s[n * w.sN + c * w.sC]);
+  return out;
+}
+
+// z := softmax(z) over one sample's map, as torch.softmax: exp(z - max) / sum, NaN-propagating max.
+template <class A> void softmax_in_place(A* z, int64_t P) {
+  NanMax<A> m;
+  for (int64_t p = 0; p < P; ++p) m.add(z[p]);
+  const A top = m.result();
+  A sum = A(0);
+  for (int64_t p = 0; p < P; ++p) sum += (z[p] = std::exp(z[p] - top));
+  for (int64_t p = 0; p < P; ++p) z[p] /= sum;
+}
+
+template <class T> void forward(const csa::ForwardIO& io, bool softmax) {
+  using A = acc_t<T>;
+  const NCP &v = io.v, &o = io.o;
+  const T* ap = io.a.const_data_ptr<T>();
+  const T* sp = io.s.const_data_ptr<T>();
+  T* op = io.out.mutable_data_ptr<T>();
+  A* tp = io.t.mutable_data_ptr<A>();
+  cpu::dispatch_unit(cpu::unit_axis({v, o}), [&](auto unit) {
+    constexpr Unit U = decltype(unit)::value;
+    // z over the pixels [p0, p1) of sample n, written to t[0, p1 - p0).
+    auto channel_sums = [&](int64_t n, const A* w, int64_t p0, int64_t p1, A* t) {
+      const auto a = cpu::plane<U>(ap, v, n);
+      cpu::channel_sums<U>(v, p0, p1, t, [&](int64_t c, int64_t p) { return w[c] * A(a(c, p)); });
+    };
+    auto scale = [&](int64_t n, int64_t p0, int64_t p1, const A* t) {
+      const auto a = cpu::plane<U>(ap, v, n);
+      const auto out = cpu::plane<U>(op, o, n);
+      cpu::for_each_in_block<U>(v, p0, p1, [&](int64_t c, int64_t p) { out(c, p) = T(A(a(c, p)) * t[p - p0]); });
+    };
+    if (!softmax) {
+      cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
+        const std::vector<A> w = weights_of(sp, io.w, n, v.C);
+        A* t = tp + n * v.P + p0;
+        channel_sums(n, w.data(), p0, p1, t);
+        for (int64_t i = 0; i < p1 - p0; ++i) t[i] = sigmoid(t[i]);
+        scale(n, p0, p1, t);
+      });
+      return;
+    }
+    torch::stable::parallel_for(0, v.N, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) {
+        const std::vector<A> w = weights_of(sp, io.w, n, v.C);
+        A* t = tp + n * v.P;
+        channel_sums(n, w.data(), 0, v.P, t);
+        softmax_in_place(t, v.P);
+        scale(n, 0, v.P, t);
+      }
+    });
+  });
+}
+
+template <class T> void backward(const csa::BackwardIO& io, bool softmax) {
+  using A = acc_t<T>;
+  const NCP &v = io.v, &gv = io.g, &o = io.o;
+  const T* gp = io.grad_out.const_data_ptr<T>();
+  const T* ap = io.a.const_data_ptr<T>();
+  const T* sp = io.s.const_data_ptr<T>();
+  const A* tp = io.t.const_data_ptr<A>();
+  T* gap = io.grad_a.mutable_data_ptr<T>();
+  T* gsp = io.grad_s.mutable_data_ptr<T>();
+  cpu::dispatch_unit(cpu::unit_axis({v, gv, o}), [&](auto unit) {
+    constexpr Unit U = decltype(unit)::value;
+    // r = sum_c g a over the pixels [p0, p1) of sample n, written to r[0, p1 - p0).
+    auto channel_sums = [&](int64_t n, int64_t p0, int64_t p1, A* r) {
+      const auto a = cpu::plane<U>(ap, v, n);
+      const auto g = cpu::plane<U>(gp, gv, n);
+      cpu::channel_sums<U>(v, p0, p1, r, [&](int64_t c, int64_t p) { return A(g(c, p)) * A(a(c, p)); });
+    };
+    // grad_a over the pixels [p0, p1), and their share of grad_s added to gs[0, C).
+    auto input_grads = [&](int64_t n, const A* w, int64_t p0, int64_t p1, const A* t, const A* u, A* gs) {
+      const auto a = cpu::plane<U>(ap, v, n);
+      const auto g = cpu::plane<U>(gp, gv, n);
+      const auto ga = cpu::plane<U>(gap, o, n);
+      cpu::add_pixel_sums<U>(v, p0, p1, gs, [&](int64_t c, int64_t p) {
+        ga(c, p) = T(csa::input_grad(A(g(c, p)), t[p - p0], w[c], u[p - p0]));
+        return u[p - p0] * A(a(c, p));
+      });
+    };
+    if (!softmax) {
+      // grad_s gets one partial sum per block, added up in a fixed order afterwards.
+      const int64_t block = cpu::pixels_per_block(v, sizeof(T));
+      const int64_t blocks = (v.P + block - 1) / block;
+      std::vector<A> partial(v.N * blocks * v.C, A(0));
+      cpu::parallel_pixel_blocks(v, block, [&](int64_t n, int64_t p0, int64_t p1) {
+        const std::vector<A> w = weights_of(sp, io.w, n, v.C);
+        const A* t = tp + n * v.P + p0;
+        std::vector<A> u(p1 - p0);
+        channel_sums(n, p0, p1, u.data());
+        for (int64_t i = 0; i < p1 - p0; ++i) u[i] = csa::sigmoid_grad(t[i], u[i]);
+        input_grads(n, w.data(), p0, p1, t, u.data(), partial.data() + (n * blocks + p0 / block) * v.C);
+      });
+      for (int64_t n = 0; n < v.N; ++n) {
+        for (int64_t c = 0; c < v.C; ++c) {
+          A sum = A(0);
+          for (int64_t b = 0; b < blocks; ++b) sum += partial[(n * blocks + b) * v.C + c];
+          gsp[n * v.C + c] = T(sum);
+        }
+      }
+      return;
+    }
+    torch::stable::parallel_for(0, v.N, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) {
+        const std::vector<A> w = weights_of(sp, io.w, n, v.C);
+        const A* t = tp + n * v.P;
+        std::vector<A> u(v.P), gs(v.C, A(0));
+        channel_sums(n, 0, v.P, u.data());
+        A sum_tr = A(0);
+        for (int64_t p = 0; p < v.P; ++p) sum_tr += t[p] * u[p];
+        for (int64_t p = 0; p < v.P; ++p) u[p] = csa::softmax_grad(t[p], u[p], sum_tr);
+        input_grads(n, w.data(), 0, v.P, t, u.data(), gs.data());
+        for (int64_t c = 0; c < v.C; ++c) gsp[n * v.C + c] = T(gs[c]);
+      }
+    });
+  });
+}
+
+std::tuple<Tensor, Tensor> channel_spatial_attention_cpu(Tensor a, Tensor s, bool softmax) {
+  const csa::ForwardIO io = csa::prepare_forward(a, s);
+  if (io.v.N * io.v.P > 0) {
+    dispatch_floating(io.a.scalar_type(), csa::kOp, [&](auto tag) { forward<decltype(tag)>(io, softmax); });
+  }
+  return {io.out, io.t};
+}
+
+std::tuple<Tensor, Tensor> channel_spatial_attention_backward_cpu(Tensor grad_out, Tensor a, Tensor s, Tensor t,
+                                                                  bool softmax) {
+  const csa::BackwardIO io = csa::prepare_backward(grad_out, a, s, t);
+  if (io.v.N * io.v.P > 0) {
+    dispatch_floating(io.a.scalar_type(), csa::kOp, [&](auto tag) { backward<decltype(tag)>(io, softmax); });
+  }
+  return {io.grad_a, io.grad_s};
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(camfast, CPU, m) {
+  m.impl("channel_spatial_attention", TORCH_BOX(&channel_spatial_attention_cpu));
+  m.impl("_channel_spatial_attention_backward", TORCH_BOX(&channel_spatial_attention_backward_cpu));
+}
+
+}  // namespace camfast

@@ -1,0 +1,52 @@
+// SIMD helpers for the CPU loops: wider instruction sets picked at load time, and an exp that
+// vectorises.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+// Compiles a function for AVX-512, AVX2 and the x86-64 baseline (SSE2); the loader picks the best
+// the CPU has. Worth it where a loop is compute-bound (exp); memory-bound loops gain nothing.
+// GCC on x86-64 Linux only (ifunc); elsewhere the baseline build is used.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define CAMFAST_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CAMFAST_SIMD_CLONES
+#endif
+
+namespace camfast::cpu {
+
+// exp for loops that must stay SIMD: no library call and no branch, so `#pragma omp simd`
+// vectorises it (glibc's vector exp is only declared under -ffast-math, which would break NaN).
+
+// exp(v) for v <= 0 or NaN, within 2 ulp of expf (Cephes range reduction and polynomial).
+// Results below the smallest normal float flush to 0; NaN stays NaN.
+//
+// Selections are bit masks rather than `?:` on floats: GCC may turn those into branches around
+// the polynomial, which stops the vectoriser. (__builtin_bit_cast, unlike memcpy, keeps the loop
+// free of memory statements.)
+inline float exp_nonpositive(float v) {
+  constexpr float kLow = -87.33654f;     // log(2^-126)
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const uint32_t low = 0u - uint32_t(v < kLow);  // all ones below kLow (and at -inf), else 0
+  const float c = __builtin_bit_cast(float, (__builtin_bit_cast(uint32_t, v) & ~low) |
+                                                (__builtin_bit_cast(uint32_t, kLow) & low));
+  const float t = c * 1.44269504088896341f + kRound;
+  const float n = t - kRound;  // round(c / ln 2)
+  const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;  // ln 2 split: n * hi is exact
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  // 2^n built in the exponent field; t's low mantissa bits hold n (unsigned: NaN wraps harmlessly).
+  const uint32_t n_bits = __builtin_bit_cast(uint32_t, t) - __builtin_bit_cast(uint32_t, kRound);
+  const float scale = __builtin_bit_cast(float, (n_bits + 127u) << 23);
+  return __builtin_bit_cast(float, __builtin_bit_cast(uint32_t, p * scale) & ~low);
+}
+
+inline double exp_nonpositive(double v) { return std::exp(v); }
+
+}  // namespace camfast::cpu

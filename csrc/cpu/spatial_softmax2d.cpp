@@ -1,0 +1,438 @@
+// Spatial softmax and soft-argmax on the CPU: forward and backward, NCHW and channels_last in place.
+//
+// A row of H*W values stays in L1 (a block of 64 channels x H*W in L2 when channels are innermost)
+// while the max pass and the exp pass run over it, so x is read from memory once. The soft-argmax
+// never writes the softmax: the exp pass accumulates sum(e), sum(e X) and sum(e Y) directly.
+// The exp makes these loops compute-bound, so every row and block kernel is compiled for AVX-512,
+// AVX2 and the baseline (CAMFAST_SIMD_CLONES).
+#include <tuple>
+#include <vector>
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include "../kernels/spatial_softmax2d.cuh"
+#include "../ops/spatial_softmax2d.h"
+#include "loops.h"
+#include "memory.h"
+#include "simd.h"
+
+namespace camfast {
+namespace {
+
+using torch::stable::Tensor;
+using cpu::exp_nonpositive;
+using cpu::kChannelBlock;
+using cpu::Stride;
+
+// Per-pixel coordinates X[p], Y[p] of one map, shared read-only by every row.
+template <class A> struct Coordinates {
+  std::vector<A> x, y;
+
+  Coordinates(int64_t H, int64_t W, bool normalized) : x(H * W), y(H * W) {
+    for (int64_t i = 0; i < H; ++i) {
+      for (int64_t j = 0; j < W; ++j) {
+        x[i * W + j] = ssm::coordinate<A>(j, W, normalized);
+        y[i * W + j] = ssm::coordinate<A>(i, H, normalized);
+      }
+    }
+  }
+};
+
+// ---- one row: contiguous (kUnit) or strided ----
+
+template <class T, bool kUnit>
+CAMFAST_SIMD_CLONES
+acc_t<T> row_max(const T* x, Stride<kUnit> at, int64_t P, acc_t<T> inv_t) {
+  using A = acc_t<T>;
+  A m = lowest<A>();
+  int has_nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : has_nan)
+  for (int64_t p = 0; p < P; ++p) {
+    const A z = A(x[at(p)]) * inv_t;
+    has_nan |= (z != z);
+    m = z > m ? z : m;
+  }
+  return has_nan ? quiet_nan<A>() : m;
+}
+
+template <class T, bool kUnit>
+CAMFAST_SIMD_CLONES
+void softmax_row(const T* x, Stride<kUnit> xa, T* out, Stride<kUnit> oa, int64_t P, acc_t<T> inv_t, acc_t<T>* m,
+                 acc_t<T>* s) {
+  using A = acc_t<T>;
+  const A mx = row_max(x, xa, P, inv_t);
+  A sum = A(0);
+#pragma omp simd reduction(+ : sum)
+  for (int64_t p = 0; p < P; ++p) {
+    const A e = exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
+    out[oa(p)] = T(e);
+    sum += e;
+  }
+  const A inv_s = A(1) / sum;
+#pragma omp simd
+  for (int64_t p = 0; p < P; ++p) out[oa(p)] = T(A(out[oa(p)]) * inv_s);
+  *m = mx;
+  *s = sum;
+}
+
+// grad_x doubles as the buffer for p between the two passes.
+template <class T, bool kUnit>
+CAMFAST_SIMD_CLONES
+void softmax_backward_row(const T* g, Stride<kUnit> ga, const T* x, Stride<kUnit> xa, T* gx, Stride<kUnit> oa,
+                          int64_t P, acc_t<T> inv_t, acc_t<T> m, acc_t<T> inv_s) {
+  using A = acc_t<T>;
+  A dot = A(0);
+#pragma omp simd reduction(+ : dot)
+  for (int64_t p = 0; p < P; ++p) {
+    const A y = exp_nonpositive(A(x[xa(p)]) * inv_t - m) * inv_s;
+    gx[oa(p)] = T(y);
+    dot += A(g[ga(p)]) * y;
+  }
+#pragma omp simd
+  for (int64_t p = 0; p < P; ++p) gx[oa(p)] = T(inv_t * A(gx[oa(p)]) * (A(g[ga(p)]) - dot));
+}
+
+template <class T, bool kUnit>
+CAMFAST_SIMD_CLONES
+void soft_argmax_row(const T* x, Stride<kUnit> xa, int64_t P, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t,
+                     acc_t<T>* out, acc_t<T>* m, acc_t<T>* s) {
+  using A = acc_t<T>;
+  const A mx = row_max(x, xa, P, inv_t);
+  A sum = A(0), sx = A(0), sy = A(0);
+#pragma omp simd reduction(+ : sum, sx, sy)
+  for (int64_t p = 0; p < P; ++p) {
+    const A e = exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
+    sum += e;
+    sx += e * X[p];
+    sy += e * Y[p];
+  }
+  out[0] = sx / sum;
+  out[1] = sy / sum;
+  *m = mx;
+  *s = sum;
+}
+
+template <class T, bool kUnit>
+CAMFAST_SIMD_CLONES
+void soft_argmax_backward_row(const acc_t<T>* g, const acc_t<T>* out, const T* x, Stride<kUnit> xa, T* gx,
+                              Stride<kUnit> oa, int64_t P, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t,
+                              acc_t<T> m, acc_t<T> s) {
+  using A = acc_t<T>;
+  const A g_x = g[0], g_y = g[1];
+  const A c = ssm::expected_dot(g_x, g_y, out[0], out[1]);
+  const A k = inv_t / s;
+#pragma omp simd
+  for (int64_t p = 0; p < P; ++p) {
+    gx[oa(p)] = T(k * exp_nonpositive(A(x[xa(p)]) * inv_t - m) * (g_x * X[p] + g_y * Y[p] - c));
+  }
+}
+
+// ---- a block of channels, channels innermost: every pass vectorised over C ----
+
+// row_max over a block: m[c] for c < nc, x at x[p * sP + c].
+template <class T>
+CAMFAST_SIMD_CLONES
+void block_max(const T* x, int64_t sP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m) {
+  using A = acc_t<T>;
+  // Local arrays (no aliasing with x) and int flags (bool arrays do not vectorise).
+  A mx[kChannelBlock];
+  int32_t has_nan[kChannelBlock];
+  for (int64_t c = 0; c < nc; ++c) {
+    mx[c] = lowest<A>();
+    has_nan[c] = 0;
+  }
+  for (int64_t p = 0; p < P; ++p) {
+    const T* px = x + p * sP;
+    for (int64_t c = 0; c < nc; ++c) {
+      const A z = A(px[c]) * inv_t;
+      has_nan[c] |= int32_t(z != z);
+      mx[c] = z > mx[c] ? z : mx[c];
+    }
+  }
+  for (int64_t c = 0; c < nc; ++c) m[c] = has_nan[c] ? quiet_nan<A>() : mx[c];
+}
+
+template <class T>
+CAMFAST_SIMD_CLONES
+void softmax_block(const T* x, int64_t sP, T* out, int64_t oP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m,
+                   acc_t<T>* s) {
+  using A = acc_t<T>;
+  block_max(x, sP, P, nc, inv_t, m);
+  for (int64_t c = 0; c < nc; ++c) s[c] = A(0);
+  for (int64_t p = 0; p < P; ++p) {
+    const T* px = x + p * sP;
+    T* po = out + p * oP;
+    for (int64_t c = 0; c < nc; ++c) {
+      const A e = exp_nonpositive(A(px[c]) * inv_t - m[c]);
+      po[c] = T(e);
+      s[c] += e;
+    }
+  }
+  A inv_s[kChannelBlock];
+  for (int64_t c = 0; c < nc; ++c) inv_s[c] = A(1) / s[c];
+  for (int64_t p = 0; p < P; ++p) {
+    T* po = out + p * oP;
+    for (int64_t c = 0; c < nc; ++c) po[c] = T(A(po[c]) * inv_s[c]);
+  }
+}
+
+template <class T>
+CAMFAST_SIMD_CLONES
+void softmax_backward_block(const T* g, int64_t gP, const T* x, int64_t sP, T* gx, int64_t oP, int64_t P, int64_t nc,
+                            acc_t<T> inv_t, const acc_t<T>* m, const acc_t<T>* s) {
+  using A = acc_t<T>;
+  A inv_s[kChannelBlock], dot[kChannelBlock];
+  for (int64_t c = 0; c < nc; ++c) {
+    inv_s[c] = A(1) / s[c];
+    dot[c] = A(0);
+  }
+  for (int64_t p = 0; p < P; ++p) {
+    const T *px = x + p * sP, *pg = g + p * gP;
+    T* po = gx + p * oP;
+    for (int64_t c = 0; c < nc; ++c) {
+      const A y = exp_nonpositive(A(px[c]) * inv_t - m[c]) * inv_s[c];
+      po[c] = T(y);
+      dot[c] += A(pg[c]) * y;
+    }
+  }
+  for (int64_t p = 0; p < P; ++p) {
+    const T* pg = g + p * gP;
+    T* po = gx + p * oP;
+    for (int64_t c = 0; c < nc; ++c) po[c] = T(inv_t * A(po[c]) * (A(pg[c]) - dot[c]));
+  }
+}
+
+template <class T>
+CAMFAST_SIMD_CLONES
+void soft_argmax_block(const T* x, int64_t sP, int64_t P, int64_t nc, const acc_t<T>* X, const acc_t<T>* Y,
+                       acc_t<T> inv_t, acc_t<T>* out, acc_t<T>* m, acc_t<T>* s) {
+  using A = acc_t<T>;
+  block_max(x, sP, P, nc, inv_t, m);
+  A sx[kChannelBlock], sy[kChannelBlock];
+  for (int64_t c = 0; c < nc; ++c) s[c] = sx[c] = sy[c] = A(0);
+  for (int64_t p = 0; p < P; ++p) {
+    const T* px = x + p * sP;
+    const A cx = X[p], cy = Y[p];
+    for (int64_t c = 0; c < nc; ++c) {
+      const A e = exp_nonpositive(A(px[c]) * inv_t - m[c]);
+      s[c] += e;
+      sx[c] += e * cx;
+      sy[c] += e * cy;
+    }
+  }
+  for (int64_t c = 0; c < nc; ++c) {
+    out[2 * c] = sx[c] / s[c];
+    out[2 * c + 1] = sy[c] / s[c];
+  }
+}
+
+template <class T>
+CAMFAST_SIMD_CLONES
+void soft_argmax_backward_block(const acc_t<T>* g, const acc_t<T>* out, const T* x, int64_t sP, T* gx, int64_t oP,
+                                int64_t P, int64_t nc, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t,
+                                const acc_t<T>* m, const acc_t<T>* s) {
+  using A = acc_t<T>;
+  A g_x[kChannelBlock], g_y[kChannelBlock], c0[kChannelBlock], k[kChannelBlock];
+  for (int64_t c = 0; c < nc; ++c) {
+    g_x[c] = g[2 * c];
+    g_y[c] = g[2 * c + 1];
+    c0[c] = ssm::expected_dot(g_x[c], g_y[c], out[2 * c], out[2 * c + 1]);
+    k[c] = inv_t / s[c];
+  }
+  for (int64_t p = 0; p < P; ++p) {
+    const T* px = x + p * sP;
+    T* po = gx + p * oP;
+    const A cx = X[p], cy = Y[p];
+    for (int64_t c = 0; c < nc; ++c) {
+      po[c] = T(k[c] * exp_nonpositive(A(px[c]) * inv_t - m[c]) * (g_x[c] * cx + g_y[c] * cy - c0[c]));
+    }
+  }
+}
+
+// ---- whole tensors ----
+
+// body(ptrs offset to row r, unit) for every row, or block(n, c0, c1) when channels are innermost.
+template <class Rows, class Blocks>
+void for_rows(const NCP& v, bool blocks, const Rows& row, const Blocks& block) {
+  if (blocks) {
+    cpu::parallel_channel_blocks(v, block);
+  } else {
+    cpu::parallel_rows(v, row);
+  }
+}
+
+template <class T> void softmax_forward(const ssm::SoftmaxForwardIO& io, double temperature) {
+  using A = acc_t<T>;
+  const NCP &v = io.x.v, &o = io.out.v;
+  const T* xp = io.x.t.const_data_ptr<T>();
+  T* op = io.out.t.mutable_data_ptr<T>();
+  cpu::advise_huge_pages(op, io.out.t.numel() * int64_t(sizeof(T)));
+  A* mp = io.stats.max.mutable_data_ptr<A>();
+  A* sp = io.stats.sum.mutable_data_ptr<A>();
+  const A inv_t = ssm::inverse<A>(temperature);
+  for_rows(
+      v, v.channels_inner(),
+      [&](int64_t n, int64_t c) {
+        const int64_t r = n * v.C + c;
+        const T* x = xp + n * v.sN + c * v.sC;
+        T* out = op + n * o.sN + c * o.sC;
+        if (v.sP == 1 && o.sP == 1) {
+          softmax_row(x, Stride<true>{1}, out, Stride<true>{1}, v.P, inv_t, mp + r, sp + r);
+        } else {
+          softmax_row(x, Stride<false>{v.sP}, out, Stride<false>{o.sP}, v.P, inv_t, mp + r, sp + r);
+        }
+      },
+      [&](int64_t n, int64_t c0, int64_t c1) {
+        const int64_t r = n * v.C + c0;
+        softmax_block(xp + n * v.sN + c0, v.sP, op + n * o.sN + c0, o.sP, v.P, c1 - c0, inv_t, mp + r, sp + r);
+      });
+}
+
+template <class T> void softmax_backward(const ssm::SoftmaxBackwardIO& io, double temperature) {
+  using A = acc_t<T>;
+  const NCP &gv = io.grad_out.v, &v = io.x.v, &o = io.grad_x.v;
+  const T* gp = io.grad_out.t.const_data_ptr<T>();
+  const T* xp = io.x.t.const_data_ptr<T>();
+  T* op = io.grad_x.t.mutable_data_ptr<T>();
+  cpu::advise_huge_pages(op, io.grad_x.t.numel() * int64_t(sizeof(T)));
+  const A* mp = io.stats.max.const_data_ptr<A>();
+  const A* sp = io.stats.sum.const_data_ptr<A>();
+  const A inv_t = ssm::inverse<A>(temperature);
+  for_rows(
+      v, v.channels_inner() && gv.channels_inner(),
+      [&](int64_t n, int64_t c) {
+        const int64_t r = n * v.C + c;
+        const T* g = gp + n * gv.sN + c * gv.sC;
+        const T* x = xp + n * v.sN + c * v.sC;
+        T* gx = op + n * o.sN + c * o.sC;
+        const A inv_s = A(1) / sp[r];
+        if (gv.sP == 1 && v.sP == 1 && o.sP == 1) {
+          softmax_backward_row(g, Stride<true>{1}, x, Stride<true>{1}, gx, Stride<true>{1}, v.P, inv_t, mp[r], inv_s);
+        } else {
+          softmax_backward_row(g, Stride<false>{gv.sP}, x, Stride<false>{v.sP}, gx, Stride<false>{o.sP}, v.P, inv_t,
+                               mp[r], inv_s);
+        }
+      },
+      [&](int64_t n, int64_t c0, int64_t c1) {
+        const int64_t r = n * v.C + c0;
+        softmax_backward_block(gp + n * gv.sN + c0, gv.sP, xp + n * v.sN + c0, v.sP, op + n * o.sN + c0, o.sP, v.P,
+                               c1 - c0, inv_t, mp + r, sp + r);
+      });
+}
+
+template <class T>
+void soft_argmax_forward(const ssm::ArgmaxForwardIO& io, double temperature, const Coordinates<acc_t<T>>& xy) {
+  using A = acc_t<T>;
+  const NCP& v = io.x.v;
+  const T* xp = io.x.t.const_data_ptr<T>();
+  A* op = io.out.mutable_data_ptr<A>();
+  A* mp = io.stats.max.mutable_data_ptr<A>();
+  A* sp = io.stats.sum.mutable_data_ptr<A>();
+  const A inv_t = ssm::inverse<A>(temperature);
+  const A *X = xy.x.data(), *Y = xy.y.data();
+  for_rows(
+      v, v.channels_inner(),
+      [&](int64_t n, int64_t c) {
+        const int64_t r = n * v.C + c;
+        const T* x = xp + n * v.sN + c * v.sC;
+        if (v.sP == 1) {
+          soft_argmax_row(x, Stride<true>{1}, v.P, X, Y, inv_t, op + 2 * r, mp + r, sp + r);
+        } else {
+          soft_argmax_row(x, Stride<false>{v.sP}, v.P, X, Y, inv_t, op + 2 * r, mp + r, sp + r);
+        }
+      },
+      [&](int64_t n, int64_t c0, int64_t c1) {
+        const int64_t r = n * v.C + c0;
+        soft_argmax_block(xp + n * v.sN + c0, v.sP, v.P, c1 - c0, X, Y, inv_t, op + 2 * r, mp + r, sp + r);
+      });
+}
+
+template <class T>
+void soft_argmax_backward(const ssm::ArgmaxBackwardIO& io, double temperature, const Coordinates<acc_t<T>>& xy) {
+  using A = acc_t<T>;
+  const NCP &v = io.x.v, &o = io.grad_x.v;
+  const A* gp = io.grad_out.const_data_ptr<A>();
+  const A* outp = io.out.const_data_ptr<A>();
+  const T* xp = io.x.t.const_data_ptr<T>();
+  T* op = io.grad_x.t.mutable_data_ptr<T>();
+  cpu::advise_huge_pages(op, io.grad_x.t.numel() * int64_t(sizeof(T)));
+  const A* mp = io.stats.max.const_data_ptr<A>();
+  const A* sp = io.stats.sum.const_data_ptr<A>();
+  const A inv_t = ssm::inverse<A>(temperature);
+  const A *X = xy.x.data(), *Y = xy.y.data();
+  for_rows(
+      v, v.channels_inner(),
+      [&](int64_t n, int64_t c) {
+        const int64_t r = n * v.C + c;
+        const T* x = xp + n * v.sN + c * v.sC;
+        T* gx = op + n * o.sN + c * o.sC;
+        if (v.sP == 1 && o.sP == 1) {
+          soft_argmax_backward_row(gp + 2 * r, outp + 2 * r, x, Stride<true>{1}, gx, Stride<true>{1}, v.P, X, Y,
+                                   inv_t, mp[r], sp[r]);
+        } else {
+          soft_argmax_backward_row(gp + 2 * r, outp + 2 * r, x, Stride<false>{v.sP}, gx, Stride<false>{o.sP}, v.P, X,
+                                   Y, inv_t, mp[r], sp[r]);
+        }
+      },
+      [&](int64_t n, int64_t c0, int64_t c1) {
+        const int64_t r = n * v.C + c0;
+        soft_argmax_backward_block(gp + 2 * r, outp + 2 * r, xp + n * v.sN + c0, v.sP, op + n * o.sN + c0, o.sP, v.P,
+                                   c1 - c0, X, Y, inv_t, mp + r, sp + r);
+      });
+}
+
+// ---- registered entry points ----
+
+std::tuple<Tensor, Tensor, Tensor> spatial_softmax2d_cpu(Tensor x, double temperature) {
+  const ssm::SoftmaxForwardIO io = ssm::prepare_softmax_forward(x, temperature);
+  if (io.x.t.numel() > 0) {
+    dispatch_floating(io.x.t.scalar_type(), ssm::kSoftmax,
+                      [&](auto tag) { softmax_forward<decltype(tag)>(io, temperature); });
+  }
+  return {io.out.t, io.stats.max, io.stats.sum};
+}
+
+Tensor spatial_softmax2d_backward_cpu(Tensor grad_out, Tensor x, Tensor row_max, Tensor row_sum, double temperature) {
+  const ssm::SoftmaxBackwardIO io = ssm::prepare_softmax_backward(grad_out, x, row_max, row_sum, temperature);
+  if (io.x.t.numel() > 0) {
+    dispatch_floating(io.x.t.scalar_type(), ssm::kSoftmax,
+                      [&](auto tag) { softmax_backward<decltype(tag)>(io, temperature); });
+  }
+  return io.grad_x.t;
+}
+
+std::tuple<Tensor, Tensor, Tensor> spatial_soft_argmax2d_cpu(Tensor x, double temperature, bool normalized) {
+  const ssm::ArgmaxForwardIO io = ssm::prepare_argmax_forward(x, temperature);
+  if (io.x.t.numel() > 0) {
+    dispatch_floating(io.x.t.scalar_type(), ssm::kArgmax, [&](auto tag) {
+      using T = decltype(tag);
+      soft_argmax_forward<T>(io, temperature, Coordinates<acc_t<T>>(io.x.t.size(2), io.x.t.size(3), normalized));
+    });
+  }
+  return {io.out, io.stats.max, io.stats.sum};
+}
+
+Tensor spatial_soft_argmax2d_backward_cpu(Tensor grad_out, Tensor x, Tensor out, Tensor row_max, Tensor row_sum,
+                                          double temperature, bool normalized) {
+  const ssm::ArgmaxBackwardIO io = ssm::prepare_argmax_backward(grad_out, x, out, row_max, row_sum, temperature);
+  if (io.x.t.numel() > 0) {
+    dispatch_floating(io.x.t.scalar_type(), ssm::kArgmax, [&](auto tag) {
+      using T = decltype(tag);
+      soft_argmax_backward<T>(io, temperature, Coordinates<acc_t<T>>(io.x.t.size(2), io.x.t.size(3), normalized));
+    });
+  }
+  return io.grad_x.t;
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(camfast, CPU, m) {
+  m.impl("spatial_softmax2d", TORCH_BOX(&spatial_softmax2d_cpu));
+  m.impl("_spatial_softmax2d_backward", TORCH_BOX(&spatial_softmax2d_backward_cpu));
+  m.impl("spatial_soft_argmax2d", TORCH_BOX(&spatial_soft_argmax2d_cpu));
+  m.impl("_spatial_soft_argmax2d_backward", TORCH_BOX(&spatial_soft_argmax2d_backward_cpu));
+}
+
+}  // namespace camfast

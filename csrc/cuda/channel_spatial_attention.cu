@@ -1,0 +1,208 @@
+// GGAM channel-spatial attention on CUDA: forward and backward, NCHW and channels_last in place.
+//
+// Pixel kernels (PixelTile) sum over the channels of each pixel: z for the forward, r = sum_c g a
+// for the backward. With the sigmoid the forward then writes out = a * t for its pixels at once;
+// the softmax needs every z of a sample, so a per-sample kernel and a second pixel pass follow.
+// The backward ends with a channel kernel (ChannelTile): grad_a, and grad_s summed over pixels.
+#include <tuple>
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include "../kernels/channel_spatial_attention.cuh"
+#include "../ops/channel_spatial_attention.h"
+#include "pixel_tiles.cuh"
+
+namespace camfast {
+namespace {
+
+using torch::stable::Tensor;
+using cuda::ChannelTile;
+using cuda::PixelTile;
+
+// What a forward pixel pass does.
+enum class Pass { sums, sigmoid_and_scale, scale };
+
+template <class T, bool kCI, Pass kPass>
+__global__ void forward_pixels(const T* __restrict__ a, NCP v, const T* __restrict__ s, csa::Weights w,
+                               acc_t<T>* __restrict__ t, T* __restrict__ out, NCP o) {
+  using A = acc_t<T>;
+  const PixelTile<kCI> tile(v.P);
+  const bool active = tile.p < v.P;
+  const T* an = a + tile.n * v.sN + tile.p * v.sP;
+  A* tp = t + tile.n * v.P + tile.p;
+  A scale;
+  if constexpr (kPass == Pass::scale) {
+    if (!active) return;
+    scale = *tp;
+  } else {
+    const T* sn = s + tile.n * w.sN;
+    A partial = A(0);
+    if (active) {
+      for (int64_t c = tile.c_first; c < v.C; c += tile.kStep) partial += A(sn[c * w.sC]) * A(an[c * v.sC]);
+    }
+    const A z = tile.channel_sum(partial);
+    if (!active) return;
+    if constexpr (kPass == Pass::sums) {
+      if (tile.c_first == 0) *tp = z;
+      return;
+    }
+    scale = sigmoid(z);
+    if (tile.c_first == 0) *tp = scale;
+  }
+  T* on = out + tile.n * o.sN + tile.p * o.sP;
+  for (int64_t c = tile.c_first; c < v.C; c += tile.kStep) on[c * o.sC] = T(A(an[c * v.sC]) * scale);
+}
+
+// r = sum_c g a per pixel, stored as u: under the sigmoid u = r (1 - t) t at once.
+template <class T, bool kCI, bool kSigmoid>
+__global__ void backward_pixels(const T* __restrict__ g, NCP gv, const T* __restrict__ a, NCP v,
+                                const acc_t<T>* __restrict__ t, acc_t<T>* __restrict__ u) {
+  using A = acc_t<T>;
+  const PixelTile<kCI> tile(v.P);
+  const bool active = tile.p < v.P;
+  A partial = A(0);
+  if (active) {
+    const T* an = a + tile.n * v.sN + tile.p * v.sP;
+    const T* gn = g + tile.n * gv.sN + tile.p * gv.sP;
+    for (int64_t c = tile.c_first; c < v.C; c += tile.kStep) partial += A(gn[c * gv.sC]) * A(an[c * v.sC]);
+  }
+  const A r = tile.channel_sum(partial);
+  if (!active || tile.c_first != 0) return;
+  const int64_t i = tile.n * v.P + tile.p;
+  u[i] = kSigmoid ? csa::sigmoid_grad(t[i], r) : r;
+}
+
+// One block per sample: t := softmax(t) over the sample's map (t holds z).
+template <class A> __global__ void softmax_maps(A* t, int64_t P) {
+  const int tid = threadIdx.y * cuda::kLanes + threadIdx.x;
+  const int threads = cuda::kLanes * cuda::kGroups;
+  A* tn = t + int64_t(blockIdx.x) * P;
+  NanMax<A> m;
+  for (int64_t p = tid; p < P; p += threads) m.add(tn[p]);
+  const A top = cuda::block_max(m);
+  A partial = A(0);
+  for (int64_t p = tid; p < P; p += threads) partial += exp(tn[p] - top);
+  const A total = cuda::block_sum(partial);
+  for (int64_t p = tid; p < P; p += threads) tn[p] = exp(tn[p] - top) / total;
+}
+
+// One block per sample: u := t (u - sum_p t u), the softmax's backward (u holds r).
+template <class A> __global__ void softmax_grad_maps(const A* __restrict__ t, A* __restrict__ u, int64_t P) {
+  const int tid = threadIdx.y * cuda::kLanes + threadIdx.x;
+  const int threads = cuda::kLanes * cuda::kGroups;
+  const A* tn = t + int64_t(blockIdx.x) * P;
+  A* un = u + int64_t(blockIdx.x) * P;
+  A partial = A(0);
+  for (int64_t p = tid; p < P; p += threads) partial += tn[p] * un[p];
+  const A sum_tr = cuda::block_sum(partial);
+  for (int64_t p = tid; p < P; p += threads) un[p] = csa::softmax_grad(tn[p], un[p], sum_tr);
+}
+
+template <class T, bool kCI>
+__global__ void input_grads(const T* __restrict__ g, NCP gv, const T* __restrict__ a, NCP v,
+                            const T* __restrict__ s, csa::Weights w, const acc_t<T>* __restrict__ t,
+                            const acc_t<T>* __restrict__ u, T* __restrict__ grad_a, NCP o, T* __restrict__ grad_s) {
+  using A = acc_t<T>;
+  const ChannelTile<kCI> tile(v.C);
+  const bool active = tile.c < v.C;
+  A partial = A(0);
+  if (active) {
+    const A sc = A(s[tile.n * w.sN + tile.c * w.sC]);
+    const T* an = a + tile.n * v.sN + tile.c * v.sC;
+    const T* gn = g + tile.n * gv.sN + tile.c * gv.sC;
+    T* on = grad_a + tile.n * o.sN + tile.c * o.sC;
+    const A* tn = t + tile.n * v.P;
+    const A* un = u + tile.n * v.P;
+    for (int64_t p = tile.p_first; p < v.P; p += tile.kStep) {
+      on[p * o.sP] = T(csa::input_grad(A(gn[p * gv.sP]), tn[p], sc, un[p]));
+      partial += un[p] * A(an[p * v.sP]);
+    }
+  }
+  const A sum = tile.pixel_sum(partial);
+  if (active && tile.p_first == 0) grad_s[tile.n * v.C + tile.c] = T(sum);
+}
+
+const dim3 kSampleBlock(cuda::kLanes, cuda::kGroups);
+
+template <class T, bool kCI> void launch_forward(const csa::ForwardIO& io, bool softmax, cudaStream_t stream) {
+  using A = acc_t<T>;
+  const T* ap = io.a.const_data_ptr<T>();
+  const T* sp = io.s.const_data_ptr<T>();
+  A* tp = io.t.mutable_data_ptr<A>();
+  T* op = io.out.mutable_data_ptr<T>();
+  const dim3 grid = PixelTile<kCI>::grid(io.v);
+  if (!softmax) {
+    forward_pixels<T, kCI, Pass::sigmoid_and_scale><<<grid, cuda::kTileBlock, 0, stream>>>(ap, io.v, sp, io.w, tp, op, io.o);
+    return;
+  }
+  forward_pixels<T, kCI, Pass::sums><<<grid, cuda::kTileBlock, 0, stream>>>(ap, io.v, sp, io.w, tp, op, io.o);
+  softmax_maps<A><<<unsigned(io.v.N), kSampleBlock, 0, stream>>>(tp, io.v.P);
+  forward_pixels<T, kCI, Pass::scale><<<grid, cuda::kTileBlock, 0, stream>>>(ap, io.v, sp, io.w, tp, op, io.o);
+}
+
+template <class T, bool kCI>
+void launch_backward(const csa::BackwardIO& io, const Tensor& u, bool softmax, cudaStream_t stream) {
+  using A = acc_t<T>;
+  const T* gp = io.grad_out.const_data_ptr<T>();
+  const T* ap = io.a.const_data_ptr<T>();
+  const A* tp = io.t.const_data_ptr<A>();
+  A* up = u.mutable_data_ptr<A>();
+  const dim3 pixels = PixelTile<kCI>::grid(io.v);
+  if (softmax) {
+    backward_pixels<T, kCI, false><<<pixels, cuda::kTileBlock, 0, stream>>>(gp, io.g, ap, io.v, tp, up);
+    softmax_grad_maps<A><<<unsigned(io.v.N), kSampleBlock, 0, stream>>>(tp, up, io.v.P);
+  } else {
+    backward_pixels<T, kCI, true><<<pixels, cuda::kTileBlock, 0, stream>>>(gp, io.g, ap, io.v, tp, up);
+  }
+  input_grads<T, kCI><<<ChannelTile<kCI>::grid(io.v), cuda::kTileBlock, 0, stream>>>(
+      gp, io.g, ap, io.v, io.s.const_data_ptr<T>(), io.w, tp, up, io.grad_a.mutable_data_ptr<T>(), io.o,
+      io.grad_s.mutable_data_ptr<T>());
+}
+
+std::tuple<Tensor, Tensor> channel_spatial_attention_cuda(Tensor a, Tensor s, bool softmax) {
+  torch::stable::accelerator::DeviceGuard guard(a.get_device_index());
+  const csa::ForwardIO io = csa::prepare_forward(a, s);
+  if (io.v.N * io.v.P == 0) return {io.out, io.t};
+  const cudaStream_t stream = cuda::current_stream(io.a);
+  dispatch_floating(io.a.scalar_type(), csa::kOp, [&](auto tag) {
+    using T = decltype(tag);
+    if (io.v.channels_inner() && io.o.channels_inner()) {
+      launch_forward<T, true>(io, softmax, stream);
+    } else {
+      launch_forward<T, false>(io, softmax, stream);
+    }
+  });
+  cuda::check_launch(csa::kOp);
+  return {io.out, io.t};
+}
+
+std::tuple<Tensor, Tensor> channel_spatial_attention_backward_cuda(Tensor grad_out, Tensor a, Tensor s, Tensor t,
+                                                                   bool softmax) {
+  torch::stable::accelerator::DeviceGuard guard(a.get_device_index());
+  const csa::BackwardIO io = csa::prepare_backward(grad_out, a, s, t);
+  if (io.v.N * io.v.P == 0) return {io.grad_a, io.grad_s};
+  const cudaStream_t stream = cuda::current_stream(io.a);
+  // u: the gradient of z per pixel (scratch); the softmax backward overwrites r with it in place.
+  const Tensor u = torch::stable::empty_like(io.t);
+  dispatch_floating(io.a.scalar_type(), csa::kOp, [&](auto tag) {
+    using T = decltype(tag);
+    if (io.v.channels_inner()) {
+      launch_backward<T, true>(io, u, softmax, stream);
+    } else {
+      launch_backward<T, false>(io, u, softmax, stream);
+    }
+  });
+  cuda::check_launch(csa::kOp);
+  return {io.grad_a, io.grad_s};
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(camfast, CUDA, m) {
+  m.impl("channel_spatial_attention", TORCH_BOX(&channel_spatial_attention_cuda));
+  m.impl("_channel_spatial_attention_backward", TORCH_BOX(&channel_spatial_attention_backward_cuda));
+}
+
+}  // namespace camfast

@@ -1,0 +1,79 @@
+// The torch-side contract of channel_spatial_attention, shared by the CPU and CUDA
+// implementations: argument checks, the [N, C, P] views and the allocation of every output.
+#pragma once
+
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include "../common/checks.h"
+#include "../common/dispatch.h"
+#include "../common/layout.h"
+
+namespace camfast::csa {
+
+using torch::stable::Tensor;
+
+constexpr const char* kOp = "channel_spatial_attention";
+
+// s as [N, C] with its strides: it is small and read in place, whatever its layout.
+struct Weights {
+  int64_t sN, sC;
+};
+
+inline void check_inputs(const Tensor& a, const Tensor& s) {
+  check_rank(a, 4, kOp, "a");
+  check_rank(s, 2, kOp, "s");
+  check_same_dtype(a, s, kOp, "a", "s");
+  check_same_device(a, s, kOp, "a", "s");
+  STD_TORCH_CHECK(s.size(0) == a.size(0) && s.size(1) == a.size(1), kOp, ": s must have shape [N, C] of a");
+}
+
+// The attention map t: [N, 1, H, W], contiguous, in the accumulation dtype.
+inline Tensor new_map(const Tensor& a) {
+  return torch::stable::new_empty(a, {a.size(0), 1, a.size(2), a.size(3)}, acc_scalar_type(a.scalar_type()));
+}
+
+struct ForwardIO {
+  Tensor a;    // copied only when its H and W strides do not merge
+  NCP v;       // a as [N, C, P]
+  Tensor s;    // [N, C], any strides
+  Weights w;
+  Tensor out;  // laid out like a
+  NCP o;
+  Tensor t;    // the attention map, [N, 1, H, W] contiguous, float32 (float64 for float64 input)
+};
+
+inline ForwardIO prepare_forward(Tensor a, const Tensor& s) {
+  check_inputs(a, s);
+  a = with_mergeable_hw(a);
+  const NCP v = ncp_view(a);
+  Tensor out = empty_nchw_like(a, v);
+  return {a, v, s, {s.stride(0), s.stride(1)}, out, ncp_view(out), new_map(a)};
+}
+
+struct BackwardIO {
+  Tensor grad_out;
+  NCP g;
+  Tensor a;
+  NCP v;
+  Tensor s;
+  Weights w;
+  Tensor t;       // contiguous
+  Tensor grad_a;  // laid out like a
+  NCP o;
+  Tensor grad_s;  // [N, C] contiguous
+};
+
+inline BackwardIO prepare_backward(Tensor grad_out, Tensor a, const Tensor& s, const Tensor& t) {
+  check_inputs(a, s);
+  check_rank(grad_out, 4, kOp, "grad_out");
+  check_same_dtype(grad_out, a, kOp, "grad_out", "a");
+  grad_out = with_mergeable_hw(grad_out);
+  a = with_mergeable_hw(a);
+  const NCP v = ncp_view(a);
+  Tensor grad_a = empty_nchw_like(a, v);
+  return {grad_out, ncp_view(grad_out), a, v, s, {s.stride(0), s.stride(1)}, torch::stable::contiguous(t),
+          grad_a, ncp_view(grad_a), torch::stable::new_empty(s, {v.N, v.C})};
+}
+
+}  // namespace camfast::csa
