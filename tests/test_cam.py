@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -480,3 +481,17 @@ def test_overlay():
     torch.testing.assert_close(hot, torch.tensor([[0, 0, 0.5], [0.5, 1, 0.5], [0.5, 0, 0]]))
     with pytest.raises(ValueError, match="image"):
         cc.overlay(torch.rand(16, 16), cam)
+
+
+# ---------------------------------------------------------------- the benchmark stays runnable
+
+@pytest.mark.skipif(not (Path(__file__).parent.parent / "benchmarks").is_dir(), reason="outside the source tree")
+def test_benchmark_cases_run():
+    from benchmarks import bench_cam
+
+    cases = bench_cam.cases(torch.device("cpu"), quick=True)
+    assert {c.op for c in cases} >= {"score_cam[official]", "score_cam[torchcam]", "score_cam[grad-cam]", "grad_cam"}
+    for case in cases:
+        assert {"camfast"} <= set(case.providers)
+        for provider in case.providers.values():
+            provider()
