@@ -93,26 +93,50 @@ def upsert_rows(path: Path, new_rows: Iterable[dict[str, str]]) -> list[dict[str
     return ordered
 
 
+# Layer modes in the order a reader follows them; other modes (e.g. the WSOL metrics) sort after.
+MODE_ORDER = ("forward", "backward", "full")
+
+
+def _case_order(case: tuple) -> tuple:
+    op, mode, shape, dtype = case
+    rank = MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
+    return op, shape, dtype, rank, mode
+
+
 def _groups(rows: list[dict[str, str]]) -> dict[tuple, dict[str, dict[str, str]]]:
+    """{(op, mode, shape, dtype): {provider: row}} in reading order."""
     groups: dict[tuple, dict[str, dict[str, str]]] = {}
     for r in rows:
         groups.setdefault((r["op"], r["mode"], r["shape"], r["dtype"]), {})[r["provider"]] = r
-    return groups
+    return dict(sorted(groups.items(), key=lambda item: _case_order(item[0])))
 
 
-def markdown_table(rows: list[dict[str, str]]) -> str:
-    """One line per (op, mode, shape, dtype): median time of each provider and its speed-up."""
-    providers = sorted({r["provider"] for r in rows}, key=lambda p: (p != "reference", p))
+def _table(groups: dict[tuple, dict[str, dict[str, str]]]) -> str:
+    """One line per case: median time of each provider, its speed-up and peak memory."""
+    providers = sorted({p for by in groups.values() for p in by}, key=lambda p: (p != "reference", p))
     head = ["op", "mode", "shape", "dtype"] + [f"{p} ms" for p in providers]
     head += [f"{p} speed-up" for p in providers if p != "reference"] + ["peak MB (" + ", ".join(providers) + ")"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (op, mode, shape, dtype), by in _groups(rows).items():
+    for (op, mode, shape, dtype), by in groups.items():
         times = [f"{float(by[p]['p50_ms']):.3g}" if p in by else "-" for p in providers]
         speed = [f"{float(by[p]['speedup_vs_reference']):.2f}x" if p in by and by[p]["speedup_vs_reference"] else "-"
                  for p in providers if p != "reference"]
         peak = ", ".join(f"{float(by[p]['peak_mb']):.0f}" if p in by else "-" for p in providers)
         lines.append("| " + " | ".join([op, mode, shape, dtype, *times, *speed, peak]) + " |")
     return "\n".join(lines)
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    """The rows as tables, one per set of ops sharing the same providers (layer ops: reference and
+    cpp; explainers: camfast, its floor and the peers), so no table is mostly empty columns."""
+    by_op: dict[str, dict[tuple, dict[str, dict[str, str]]]] = {}
+    for case, by in _groups(rows).items():
+        by_op.setdefault(case[0], {})[case] = by
+    tables: dict[frozenset, dict[tuple, dict[str, dict[str, str]]]] = {}
+    for cases in by_op.values():
+        providers = frozenset(p for by in cases.values() for p in by)
+        tables.setdefault(providers, {}).update(cases)
+    return "\n\n".join(_table(groups) for groups in tables.values())
 
 
 def plot(rows: list[dict[str, str]], path: Path) -> None:
