@@ -71,9 +71,10 @@ def check_logits(logits, n: int) -> torch.Tensor:
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
     """(m - min) / (max - min) per map over its last two dims; a constant map gives zeros."""
-    lo = maps.amin((-2, -1), keepdim=True)
-    span = maps.amax((-2, -1), keepdim=True) - lo
-    return (maps - lo) / torch.where(span > 0, span, torch.ones_like(span))
+    lo, hi = torch.aminmax(maps.flatten(-2), dim=-1)  # one pass for both extremes
+    span = hi - lo
+    span = torch.where(span > 0, span, torch.ones_like(span))
+    return (maps - lo[..., None, None]) / span[..., None, None]
 
 
 def to_image(raw: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
