@@ -326,11 +326,13 @@ ALL = [
 ]
 
 
-@pytest.mark.parametrize("make", ALL)
+# SS-CAM draws fresh noise per call, so a batch and its images one by one see different noise.
+DETERMINISTIC = [p for p in ALL if p.id != "sscam"]
+
+
+@pytest.mark.parametrize("make", DETERMINISTIC)
 def test_batch_with_different_targets_equals_single_images(net, x, make):
     explainer = make(net, "features")
-    if isinstance(explainer, cc.SSCAM):
-        pytest.skip("SS-CAM draws fresh noise per call")
     batch = explainer(x, TARGETS)
     single = torch.cat([explainer(x[i:i + 1], [int(TARGETS[i])]) for i in range(3)])
     torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-5)

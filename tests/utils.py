@@ -133,3 +133,20 @@ def assert_matches_reference(fn, ref, *args, backward: bool = True, long_sums: b
         if a is not None:
             assert a.dtype == dtype and a.shape == lo.shape, name
         _low_precision_check(a, lo, ex, name, dtype)
+
+
+def assert_compiles_like_reference(fn, ref, *inputs) -> None:
+    """torch.compile(fullgraph=True) of sum(fn(*inputs)^2) and its gradients equal the reference's.
+
+    inputs are the differentiable tensors (leaves that require grad); fn and ref close over the rest.
+    """
+    torch._dynamo.reset()  # every op compiles this one lambda: start each from a clean cache
+    compiled = torch.compile(lambda *t: fn(*t).square().sum(), fullgraph=True)
+    loss = compiled(*inputs)
+    grads = torch.autograd.grad(loss, inputs)
+    leaves = [t.detach().requires_grad_() for t in inputs]
+    loss_ref = ref(*leaves).square().sum()
+    grads_ref = torch.autograd.grad(loss_ref, leaves)
+    torch.testing.assert_close(loss, loss_ref)
+    for grad, grad_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(grad, grad_ref)
