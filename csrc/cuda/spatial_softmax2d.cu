@@ -79,6 +79,26 @@ struct TileLane {
   static constexpr int kStep = kTileP;
 };
 
+// What one thread of a row (warp per row) or tile (channels_last) kernel works on.
+struct Lane {
+  int64_t row;    // n * C + c
+  int64_t first;  // first pixel; then every step-th
+  int step;
+  bool active;    // a real channel (tile lanes past C only join the reductions)
+  bool leader;    // writes the row's statistics
+  bool past_end;  // a row warp past N * C: the whole warp leaves at once
+};
+
+template <bool kTile> __device__ Lane lane_of(const NCP& v) {
+  if constexpr (kTile) {
+    const TileLane t(v);
+    return {t.row, t.first(), TileLane::kStep, t.active, threadIdx.y == 0, false};
+  } else {
+    const RowLane r;
+    return {r.row, r.first(), RowLane::kStep, true, r.lane == 0, r.row >= v.N * v.C};
+  }
+}
+
 __device__ __forceinline__ int64_t offset(const NCP& v, int64_t row) { return (row / v.C) * v.sN + (row % v.C) * v.sC; }
 
 // ---- softmax ----
@@ -111,17 +131,8 @@ __global__ void softmax_forward(const T* __restrict__ x, NCP v, T* __restrict__ 
                                 acc_t<T>* row_max, acc_t<T>* row_sum) {
   using A = acc_t<T>;
   const A inv_t = ssm::inverse<A>(temperature);
-  int64_t row, first;
-  int step;
-  bool active, leader;
-  if constexpr (kTile) {
-    const TileLane t(v);
-    row = t.row, first = t.first(), step = TileLane::kStep, active = t.active, leader = threadIdx.y == 0;
-  } else {
-    const RowLane r;
-    if (r.row >= v.N * v.C) return;  // whole warps leave together
-    row = r.row, first = r.first(), step = RowLane::kStep, active = true, leader = r.lane == 0;
-  }
+  const auto [row, first, step, active, leader, past_end] = lane_of<kTile>(v);
+  if (past_end) return;
   const T* xr = x + offset(v, row);
   A m, s;
   softmax_stats<kTile>(xr, v, inv_t, first, step, active, m, s);
@@ -141,17 +152,8 @@ __global__ void softmax_backward(const T* __restrict__ g, NCP gv, const T* __res
                                  T* __restrict__ gx, NCP o, double temperature) {
   using A = acc_t<T>;
   const A inv_t = ssm::inverse<A>(temperature);
-  int64_t row, first;
-  int step;
-  bool active;
-  if constexpr (kTile) {
-    const TileLane t(v);
-    row = t.row, first = t.first(), step = TileLane::kStep, active = t.active;
-  } else {
-    const RowLane r;
-    if (r.row >= v.N * v.C) return;
-    row = r.row, first = r.first(), step = RowLane::kStep, active = true;
-  }
+  const auto [row, first, step, active, leader, past_end] = lane_of<kTile>(v);
+  if (past_end) return;
   const T* xr = x + offset(v, row);
   const T* gr = g + offset(gv, row);
   const A m = row_max[row], inv_s = A(1) / row_sum[row];
@@ -184,17 +186,8 @@ __global__ void soft_argmax_forward(const T* __restrict__ x, NCP v, Grid2d grid,
                                     acc_t<T>* out, acc_t<T>* row_max, acc_t<T>* row_sum) {
   using A = acc_t<T>;
   const A inv_t = ssm::inverse<A>(temperature);
-  int64_t row, first;
-  int step;
-  bool active, leader;
-  if constexpr (kTile) {
-    const TileLane t(v);
-    row = t.row, first = t.first(), step = TileLane::kStep, active = t.active, leader = threadIdx.y == 0;
-  } else {
-    const RowLane r;
-    if (r.row >= v.N * v.C) return;
-    row = r.row, first = r.first(), step = RowLane::kStep, active = true, leader = r.lane == 0;
-  }
+  const auto [row, first, step, active, leader, past_end] = lane_of<kTile>(v);
+  if (past_end) return;
   const T* xr = x + offset(v, row);
   OnlineSums<A> acc;
   if (active) {
@@ -223,17 +216,8 @@ __global__ void soft_argmax_backward(const acc_t<T>* __restrict__ g, const acc_t
                                      double temperature) {
   using A = acc_t<T>;
   const A inv_t = ssm::inverse<A>(temperature);
-  int64_t row, first;
-  int step;
-  if constexpr (kTile) {
-    const TileLane t(v);
-    if (!t.active) return;
-    row = t.row, first = t.first(), step = TileLane::kStep;
-  } else {
-    const RowLane r;
-    if (r.row >= v.N * v.C) return;
-    row = r.row, first = r.first(), step = RowLane::kStep;
-  }
+  const auto [row, first, step, active, leader, past_end] = lane_of<kTile>(v);
+  if (past_end || !active) return;  // nothing to reduce across lanes here
   const A g_x = g[2 * row], g_y = g[2 * row + 1];
   const A shared = ssm::expected_dot(g_x, g_y, out[2 * row], out[2 * row + 1]);
   const A m = row_max[row], k = inv_t / row_sum[row];
