@@ -23,6 +23,16 @@ template <bool kUnit> struct Stride {
   int64_t operator()(int64_t i) const { return kUnit ? i : i * s; }
 };
 
+// body(Stride...) over the given strides: all Stride<true> when every stride is 1 (the contiguous
+// rows the compiler vectorises), else all Stride<false>.
+template <class F, class... S> void with_strides(const F& body, S... strides) {
+  if (((strides == 1) && ...)) {
+    body(Stride<true>{strides}...);
+  } else {
+    body(Stride<false>{strides}...);
+  }
+}
+
 // body(n, c) for every (n, c) row, rows split across threads.
 template <class F> void parallel_rows(const NCP& v, const F& body) {
   const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, v.P));

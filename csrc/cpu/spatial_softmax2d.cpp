@@ -276,11 +276,8 @@ template <class T> void softmax_forward(const ssm::SoftmaxForwardIO& io, double 
         const int64_t r = n * v.C + c;
         const T* x = xp + n * v.sN + c * v.sC;
         T* out = op + n * o.sN + c * o.sC;
-        if (v.sP == 1 && o.sP == 1) {
-          softmax_row(x, Stride<true>{1}, out, Stride<true>{1}, v.P, inv_t, mp + r, sp + r);
-        } else {
-          softmax_row(x, Stride<false>{v.sP}, out, Stride<false>{o.sP}, v.P, inv_t, mp + r, sp + r);
-        }
+        cpu::with_strides([&](auto xs, auto os) { softmax_row(x, xs, out, os, v.P, inv_t, mp + r, sp + r); }, v.sP,
+                          o.sP);
       },
       [&](int64_t n, int64_t c0, int64_t c1) {
         const int64_t r = n * v.C + c0;
@@ -305,12 +302,9 @@ template <class T> void softmax_backward(const ssm::SoftmaxBackwardIO& io, doubl
         const T* x = xp + n * v.sN + c * v.sC;
         T* gx = op + n * o.sN + c * o.sC;
         const A inv_s = A(1) / sp[r];
-        if (gv.sP == 1 && v.sP == 1 && o.sP == 1) {
-          softmax_backward_row(g, Stride<true>{1}, x, Stride<true>{1}, gx, Stride<true>{1}, v.P, inv_t, mp[r], inv_s);
-        } else {
-          softmax_backward_row(g, Stride<false>{gv.sP}, x, Stride<false>{v.sP}, gx, Stride<false>{o.sP}, v.P, inv_t,
-                               mp[r], inv_s);
-        }
+        cpu::with_strides(
+            [&](auto gs, auto xs, auto os) { softmax_backward_row(g, gs, x, xs, gx, os, v.P, inv_t, mp[r], inv_s); },
+            gv.sP, v.sP, o.sP);
       },
       [&](int64_t n, int64_t c0, int64_t c1) {
         const int64_t r = n * v.C + c0;
@@ -334,11 +328,8 @@ void soft_argmax_forward(const ssm::ArgmaxForwardIO& io, double temperature, con
       [&](int64_t n, int64_t c) {
         const int64_t r = n * v.C + c;
         const T* x = xp + n * v.sN + c * v.sC;
-        if (v.sP == 1) {
-          soft_argmax_row(x, Stride<true>{1}, v.P, X, Y, inv_t, op + 2 * r, mp + r, sp + r);
-        } else {
-          soft_argmax_row(x, Stride<false>{v.sP}, v.P, X, Y, inv_t, op + 2 * r, mp + r, sp + r);
-        }
+        cpu::with_strides([&](auto xs) { soft_argmax_row(x, xs, v.P, X, Y, inv_t, op + 2 * r, mp + r, sp + r); },
+                          v.sP);
       },
       [&](int64_t n, int64_t c0, int64_t c1) {
         const int64_t r = n * v.C + c0;
@@ -364,13 +355,11 @@ void soft_argmax_backward(const ssm::ArgmaxBackwardIO& io, double temperature, c
         const int64_t r = n * v.C + c;
         const T* x = xp + n * v.sN + c * v.sC;
         T* gx = op + n * o.sN + c * o.sC;
-        if (v.sP == 1 && o.sP == 1) {
-          soft_argmax_backward_row(gp + 2 * r, outp + 2 * r, x, Stride<true>{1}, gx, Stride<true>{1}, v.P, X, Y,
-                                   inv_t, mp[r], sp[r]);
-        } else {
-          soft_argmax_backward_row(gp + 2 * r, outp + 2 * r, x, Stride<false>{v.sP}, gx, Stride<false>{o.sP}, v.P, X,
-                                   Y, inv_t, mp[r], sp[r]);
-        }
+        cpu::with_strides(
+            [&](auto xs, auto os) {
+              soft_argmax_backward_row(gp + 2 * r, outp + 2 * r, x, xs, gx, os, v.P, X, Y, inv_t, mp[r], sp[r]);
+            },
+            v.sP, o.sP);
       },
       [&](int64_t n, int64_t c0, int64_t c1) {
         const int64_t r = n * v.C + c0;

@@ -100,11 +100,7 @@ template <class T> void forward(const tap::ForwardIO& io, double tau) {
   cpu::parallel_rows(v, [&](int64_t n, int64_t c) {
     const T* row = xp + n * v.sN + c * v.sC;
     const int64_t r = n * v.C + c;
-    if (v.sP == 1) {
-      forward_row(row, Stride<true>{1}, v.P, tau, op + r, tp + r, cp + r);
-    } else {
-      forward_row(row, Stride<false>{v.sP}, v.P, tau, op + r, tp + r, cp + r);
-    }
+    cpu::with_strides([&](auto xs) { forward_row(row, xs, v.P, tau, op + r, tp + r, cp + r); }, v.sP);
   });
 }
 
@@ -145,11 +141,7 @@ template <class T> void backward(const tap::BackwardIO& io) {
     const T* row = xp + n * v.sN + c * v.sC;
     T* grow = gxp + n * gv.sN + c * gv.sC;
     const T kept = tap::kept_grad(gp[r], cp[r]);
-    if (v.sP == 1 && gv.sP == 1) {
-      backward_row(row, Stride<true>{1}, grow, Stride<true>{1}, v.P, tp[r], kept);
-    } else {
-      backward_row(row, Stride<false>{v.sP}, grow, Stride<false>{gv.sP}, v.P, tp[r], kept);
-    }
+    cpu::with_strides([&](auto xs, auto gs) { backward_row(row, xs, grow, gs, v.P, tp[r], kept); }, v.sP, gv.sP);
   });
 }
 
