@@ -12,26 +12,30 @@ TRITON ?= triton==3.6.0
 TEST_VENV := .venv
 BENCH_VENV := .venv-bench
 BASE_DEPS := $(TRITON) "numpy>=1.24,<2.4" ninja pytest pytest-benchmark opencv-python-headless matplotlib tqdm build wheel
-# Peers are benchmark-only, installed without their dependencies (see benchmarks/peers.py).
+# Stateful, distributed metrics (the `metrics` extra) and the ONNX export tests.
+EXTRA_DEPS := torchmetrics onnx onnxscript onnxruntime
+# Peers are installed without their dependencies (see benchmarks/peers.py), after torch: a normal
+# resolve would pull a CUDA torch and torchvision. Tests and benchmarks both check against them.
 PEERS := grad-cam==1.5.7 torchcam==0.5.0 captum==0.9.0
 PEER_DEPS := scipy scikit-learn ttach pillow packaging
+
+# One recipe for both environments: torch first, then everything else against it.
+define make_venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install -q --upgrade pip
+	$(1)/bin/pip install -q $(TORCH)
+	$(1)/bin/pip install -q $(BASE_DEPS) $(EXTRA_DEPS) $(PEER_DEPS)
+	$(1)/bin/pip install -q --no-deps $(PEERS)
+	touch $(1)/.ready
+endef
 
 .PHONY: test bench demo cuda-check wheel wheel-check clean
 
 $(TEST_VENV)/.ready:
-	$(PYTHON) -m venv $(TEST_VENV)
-	$(TEST_VENV)/bin/pip install -q --upgrade pip
-	$(TEST_VENV)/bin/pip install -q $(TORCH)
-	$(TEST_VENV)/bin/pip install -q $(BASE_DEPS)
-	touch $@
+	$(call make_venv,$(TEST_VENV))
 
 $(BENCH_VENV)/.ready:
-	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install -q --upgrade pip
-	$(BENCH_VENV)/bin/pip install -q $(TORCH)
-	$(BENCH_VENV)/bin/pip install -q $(BASE_DEPS) $(PEER_DEPS)
-	$(BENCH_VENV)/bin/pip install -q --no-deps $(PEERS)
-	touch $@
+	$(call make_venv,$(BENCH_VENV))
 
 test: $(TEST_VENV)/.ready
 	$(TEST_VENV)/bin/pip install -q --no-build-isolation --no-deps -e .
