@@ -1,4 +1,5 @@
-"""nn.Module wrappers around camfast's ops: arguments and repr only, the logic lives in the ops."""
+"""nn.Module wrappers around camfast's ops. Most store their arguments and call the op; ChannelSpatialAttention
+and AttentionBranch reproduce the authors' modules and own their convolutions and batch norms."""
 
 from __future__ import annotations
 
