@@ -40,13 +40,6 @@ def check_same_device(tensors: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"{' and '.join(devices)} must be on the same device, got {listed}")
 
 
-def check_same_dtype(tensors: dict[str, torch.Tensor]) -> None:
-    dtypes = {name: t.dtype for name, t in tensors.items()}
-    if len(set(dtypes.values())) > 1:
-        listed = ", ".join(f"{name} is {dt}" for name, dt in dtypes.items())
-        raise TypeError(f"{' and '.join(dtypes)} must have the same dtype, got {listed}")
-
-
 def check_shape(x: torch.Tensor, name: str, expected: tuple[int, ...], meaning: str) -> None:
     if tuple(x.shape) != tuple(expected):
         raise ValueError(f"{name} must have shape {meaning} = {tuple(expected)}, got {tuple(x.shape)}")

@@ -36,8 +36,6 @@ class TestChannelSpatialAttention(LayerOpTester):
         (lambda: (torch.randn(2, 3, 4, 4), torch.rand(2, 4)), ValueError, r"s must have shape \[N, C\] of a = \(2, 3\)"),
         (lambda: (torch.randn(2, 3, 4, 4), torch.rand(3, 3)), ValueError, r"s must have shape \[N, C\] of a"),
         (lambda: (torch.randn(2, 3, 4, 4), torch.rand(2, 3, 2, 2)), ValueError, "s must be 2-D"),
-        (lambda: (torch.randn(2, 3, 4, 4), torch.rand(2, 3, dtype=torch.float64)), TypeError,
-         "a and s must have the same dtype"),
         (lambda: (torch.randn(2, 3, 4, 4), [[0.5] * 3] * 2), TypeError, "s must be a torch.Tensor"),
     ]
     bad_options = [({"spatial": "tanh"}, ValueError, "spatial must be one of")]
