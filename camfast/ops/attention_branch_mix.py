@@ -31,7 +31,7 @@ def attention_branch_mix(g: torch.Tensor, m: torch.Tensor, *, backend: str | Non
     check_shape(m, "m", (n, 1, h, w), "[N, 1, H, W] of g")
     check_same_device({"g": g, "m": m})
     g, m = promoted(g, m)
-    chosen = _backend.resolve(backend, g.device)
+    chosen = _backend.choose(backend, g, m)
     if chosen == "reference":
         return reference.attention_branch_mix(g, m)
     return _backend.op("attention_branch_mix", chosen)(g, m)

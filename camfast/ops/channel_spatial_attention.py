@@ -49,7 +49,7 @@ def channel_spatial_attention(
     check_same_device({"a": a, "s": s})
     a, s = promoted(a, s)
     check_choice(spatial, "spatial", SPATIAL)
-    chosen = _backend.resolve(backend, a.device)
+    chosen = _backend.choose(backend, a, s)
     if chosen == "reference":
         return reference.channel_spatial_attention(a, s, spatial)
     return _backend.op("channel_spatial_attention", chosen)(a, s, spatial == "softmax")[0]

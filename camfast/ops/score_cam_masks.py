@@ -65,7 +65,7 @@ def score_cam_masks(
     normalize_stage = check_choice(normalize_stage, "normalize_stage", NORMALIZE_STAGES)
     return_constant = check_bool(return_constant, "return_constant")
     act, image = promoted(act, image)
-    chosen = _backend.resolve(backend, act.device)
+    chosen = _backend.choose(backend, act, image)
     if chosen == "reference":
         masks, constant = reference.score_cam_masks(act, image, align_corners, normalize_stage, return_constant=True)
     else:
