@@ -62,7 +62,8 @@ def check_in_range(value, name: str, low: float, high: float) -> float:
 
 def check_positive(value, name: str) -> float:
     value = check_number(value, name)
-    if not (value > 0 and math.isfinite(value)):
+    # Comparisons rather than math.isfinite, which torch.compile(dynamic=True) cannot trace.
+    if not 0 < value < math.inf:  # also rejects NaN
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
 
