@@ -64,7 +64,10 @@ class EveryLayer(nn.Module):
 
         The GGAM target is the head's weights for each label's class (the authors take Grad-CAM
         weights, which needs a second autograd pass; ggam_loss detaches its target either way).
+        ggam_loss sums over the batch; it is divided by N here so that every term is a batch
+        mean, and the mean of two half-batch losses is the loss of the whole batch.
         """
         logits, branch_logits, s = result
         target = self.head.weight[labels, : s.shape[1]].to(s.dtype)
-        return F.cross_entropy(logits, labels) + F.cross_entropy(branch_logits, labels) + camfast.ggam_loss(s, target)
+        ggam = camfast.ggam_loss(s, target) / s.shape[0]
+        return F.cross_entropy(logits, labels) + F.cross_entropy(branch_logits, labels) + ggam
