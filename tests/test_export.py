@@ -4,6 +4,7 @@ torch.jit.trace, torch.compile with dynamic shapes and backward, vmap and meta t
 
 from __future__ import annotations
 
+import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
@@ -43,14 +44,23 @@ def _camfast_ops(graph: torch.fx.Graph) -> set[str]:
     return {str(node.target) for node in graph.nodes if str(node.target).startswith("camfast.")}
 
 
+def _export_onnx(model, inputs, path, dynamo: bool) -> None:
+    """torch.onnx.export with the batch dimension of every input dynamic."""
+    if dynamo:
+        torch.onnx.export(model, inputs, dynamo=True, dynamic_shapes=[{0: BATCH} for _ in inputs]).save(str(path))
+    else:  # the TorchScript-based exporter (deprecated, still the one older code calls)
+        names = [f"input{i}" for i in range(len(inputs))]
+        torch.onnx.export(model, inputs, str(path), dynamo=False, input_names=names,
+                          dynamic_axes={name: {0: "batch"} for name in names})
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_onnx_export_runs_in_onnxruntime_with_a_dynamic_batch(name, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_onnx_export_runs_in_onnxruntime_with_a_dynamic_batch(name, dynamo, tmp_path):
     model, inputs = MODELS[name](2)
     model.eval()
-    program = torch.onnx.export(model, inputs, dynamo=True, dynamic_shapes=[{0: BATCH} for _ in inputs])
     path = tmp_path / "model.onnx"
-    program.save(str(path))
+    _export_onnx(model, inputs, path, dynamo)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (2, 3, 1):
         _, inputs = MODELS[name](batch)
