@@ -33,3 +33,13 @@ def test_quick_benchmark_run_writes_rows_and_plot(tmp_path):
         assert float(r["peak_mb"]) >= result / 2**20 * (1 - 1e-3), r
     assert out.with_suffix(".png").stat().st_size > 0
     assert "| thresholded_avg_pool2d | forward |" in run.stdout
+
+
+def test_gpu_smoke_runs_and_passes_on_cpu():
+    """The GPU check's first stage runs here too (C++ kernels, Triton under its interpreter)."""
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu_smoke", "--device", "cpu", "--only",
+                          "attention_branch_mix"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = [line for line in run.stdout.splitlines() if line.startswith(("PASS", "FAIL", "SKIP", "CRASH"))]
+    assert [line.split()[:3] for line in lines] == [["PASS", "attention_branch_mix", "cpu-cpp"],
+                                                    ["PASS", "attention_branch_mix", "cpu-triton"]], run.stdout

@@ -33,12 +33,10 @@ class CAM(Explainer):
 
     Example:
         >>> import torch
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
-        >>> images = torch.rand(2, 3, 16, 16)
         >>> from camfast.cam import CAM
-        >>> maps = CAM(model, model[1])(images, targets=[0, 4])   # weights of the model's only nn.Linear
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+        >>> maps = CAM(model, model[1])(torch.rand(2, 3, 16, 16), targets=[0, 4])  # the only nn.Linear's weights
         >>> maps.shape, bool(maps.min() >= 0), bool(maps.max() <= 1)
         (torch.Size([2, 16, 16]), True, True)
     """
@@ -102,14 +100,13 @@ class GradCAM(_GradientCAM):
 
     Example:
         >>> import torch
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
-        >>> images = torch.rand(2, 3, 16, 16)
         >>> from camfast.cam import GradCAM
-        >>> GradCAM(model, model[1])(images).shape                   # the predicted classes
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+        >>> explainer, images = GradCAM(model, model[1]), torch.rand(2, 3, 16, 16)
+        >>> explainer(images).shape                                  # the predicted classes
         torch.Size([2, 16, 16])
-        >>> GradCAM(model, model[1])(images, targets=[[0, 1], [2, 3]]).shape   # two classes each
+        >>> explainer(images, targets=[[0, 1], [2, 3]]).shape        # two classes per image
         torch.Size([2, 2, 16, 16])
     """
 
@@ -133,12 +130,11 @@ class GradCAMPlusPlus(_GradientCAM):
 
     Example:
         >>> import torch
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
-        >>> images = torch.rand(2, 3, 16, 16)
         >>> from camfast.cam import GradCAMPlusPlus
-        >>> GradCAMPlusPlus(model, model[1], variant="grad-cam")(images, targets=3).shape
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+        >>> explainer = GradCAMPlusPlus(model, model[1], variant="grad-cam")
+        >>> explainer(torch.rand(2, 3, 16, 16), targets=3).shape
         torch.Size([2, 16, 16])
     """
 

@@ -85,13 +85,11 @@ class ScoreCAM(Explainer):
 
     Example:
         >>> import torch
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
-        >>> images = torch.rand(2, 3, 16, 16)
         >>> from camfast.cam import ScoreCAM
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
         >>> with ScoreCAM(model, model[1], preset="torchcam", batch_size=4) as explainer:
-        ...     maps = explainer(images, targets=[0, 4])
+        ...     maps = explainer(torch.rand(2, 3, 16, 16), targets=[0, 4])
         >>> maps.shape
         torch.Size([2, 16, 16])
     """
@@ -239,13 +237,12 @@ class SSCAM(ScoreCAM):
 
     Example:
         >>> import torch
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
-        >>> images = torch.rand(2, 3, 16, 16)
         >>> from camfast.cam import SSCAM
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
         >>> generator = torch.Generator().manual_seed(0)
-        >>> SSCAM(model, model[1], num_samples=2, std=0.5, generator=generator)(images).shape
+        >>> explainer = SSCAM(model, model[1], num_samples=2, std=0.5, generator=generator)
+        >>> explainer(torch.rand(2, 3, 16, 16)).shape
         torch.Size([2, 16, 16])
     """
 
@@ -274,12 +271,10 @@ class ISCAM(ScoreCAM):
 
     Example:
         >>> import torch
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
-        >>> images = torch.rand(2, 3, 16, 16)
         >>> from camfast.cam import ISCAM
-        >>> ISCAM(model, model[1], num_samples=3)(images, targets=[1, 2]).shape
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+        >>> ISCAM(model, model[1], num_samples=3)(torch.rand(2, 3, 16, 16), targets=[1, 2]).shape
         torch.Size([2, 16, 16])
     """
 
