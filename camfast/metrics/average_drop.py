@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ..cam._base import class_indices
 from ._common import (check_batch_size, check_inputs, check_score, evaluation, forward_scores, score_jobs,
-                      shape_result, targets_on)
+                      shape_result)
 
 EPS = 1e-7  # torchcam's ClassificationMetric adds it to the denominator
 
@@ -39,7 +40,7 @@ def average_drop_increase(model, x, cams, targets=None, *, score="prob", batch_s
     n, t = cams.shape[:2]
     with evaluation(model):
         original = forward_scores(model, x, score, batch_size)
-        classes = targets_on(table, original)  # [N, T]
+        classes = class_indices(table, original)  # [N, T]
         s = original.gather(1, classes)
         image = torch.arange(n, device=x.device).repeat_interleave(t)
         flat_cams = cams.reshape(n * t, 1, *cams.shape[2:]).to(x.dtype)

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import check_choice
+from ..cam._base import class_indices
 from ._common import (check_batch_size, check_inputs, check_score, evaluation, forward_scores, score_jobs,
-                      shape_result, targets_on)
+                      shape_result)
 
 PRESETS = ("rise", "torchcam")
 RISE_STEP = 224  # pixels a step in the RISE authors' evaluation (one row of a 224 x 224 image)
@@ -109,7 +110,7 @@ def deletion_insertion(model, x, cams, targets=None, *, preset: str = "rise", st
     >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
     >>> result = deletion_insertion(model, torch.randn(2, 3, 8, 8), torch.rand(2, 8, 8), preset="torchcam")
     >>> result.deletion_auc.shape, result.fractions.tolist()[:3]
-    (torch.Size([2]), [0.0, 0.046875, 0.09375])
+    (torch.Size([2]), [0.0, 0.0625, 0.125])
     """
     check_choice(preset, "preset", PRESETS)
     cams, table, class_axis = check_inputs(model, x, cams, targets)
@@ -122,14 +123,14 @@ def deletion_insertion(model, x, cams, targets=None, *, preset: str = "rise", st
     with evaluation(model):
         removed, inserted = _baselines(x, preset, baseline)
         original = forward_scores(model, x, score, batch_size)
-        classes = targets_on(table, original)  # [N, T]
+        classes = class_indices(table, original)  # [N, T]
         order = cams.reshape(n * t, pixels).argsort(dim=1, descending=True, stable=True)
         ranks = torch.empty_like(order).scatter_(1, order, torch.arange(pixels, device=x.device).expand_as(order))
         deletion, insertion = _curves(model, score, x, removed, inserted, ranks, classes.reshape(-1), counts,
                                       batch_size)
     s = original.gather(1, classes).reshape(-1, 1)
-    deletion = torch.cat([s, deletion], 1).view(n, t, -1)
-    insertion = torch.cat([insertion, s], 1).view(n, t, -1)
+    deletion = torch.cat([s, deletion], 1).view(n, t, len(counts))
+    insertion = torch.cat([insertion, s], 1).view(n, t, len(counts))
     fractions = torch.tensor(counts, dtype=torch.float32, device=x.device) / pixels
     if preset == "rise":
         auc = lambda a: (a.sum(-1) - a[..., 0] / 2 - a[..., -1] / 2) / (a.shape[-1] - 1)  # noqa: E731
@@ -159,7 +160,7 @@ def _curves(model, score, x, removed, inserted, ranks, classes, counts, batch_si
     job_row = torch.arange(rows, device=x.device).repeat_interleave(jobs)
     job_inserts = curve.to(x.device).repeat(rows)
     job_level = level.repeat(rows)
-    job_image = job_row // (rows // x.shape[0])
+    job_image = job_row // max(rows // max(len(x), 1), 1)  # rows are (image, class) pairs
     flat_x, flat_removed, flat_inserted = (t.flatten(2) for t in (x, removed, inserted))
 
     def build(part):

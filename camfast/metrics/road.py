@@ -8,8 +8,9 @@ import numbers
 import torch
 
 from .._validation import check_bool, check_choice, check_number
+from ..cam._base import class_indices
 from ._common import (check_batch_size, check_inputs, check_score, evaluation, forward_scores, score_jobs,
-                      shape_result, targets_on)
+                      shape_result)
 from .imputation import impute
 
 ORDERS = ("morf", "lerf", "combined")
@@ -132,9 +133,9 @@ def road(model, x, cams, targets=None, *, order: str = "combined", percentiles=P
     flat = cams.reshape(n * t, height * width)
     with evaluation(model):
         original = forward_scores(model, x, score, batch_size)
-        classes = targets_on(table, original)
+        classes = class_indices(table, original)
         keep = torch.stack([_keep_masks(flat, percentiles, least) for least in orders], 1)  # [R, O, P, HW]
-        jobs = keep[0, ..., 0].numel()
+        jobs = keep.shape[1] * keep.shape[2]
         row = torch.arange(n * t, device=x.device).repeat_interleave(jobs)
         keep = keep.reshape(-1, height, width)
 
@@ -143,7 +144,7 @@ def road(model, x, cams, targets=None, *, order: str = "combined", percentiles=P
 
         perturbed = score_jobs(model, score, build, classes.reshape(-1)[row], batch_size)
     s = original.gather(1, classes)
-    curves = perturbed.view(n, t, len(orders), -1)
+    curves = perturbed.view(n, t, len(orders), len(percentiles))
     diffs = (curves - s[..., None, None]).mean(-1)
     value = diffs[:, :, 0] if len(orders) == 1 else (diffs[:, :, 1] - diffs[:, :, 0]) / 2
     by_order = dict(zip(("lerf",) if order == "lerf" else ("morf", "lerf"), curves.unbind(2)))
