@@ -293,3 +293,52 @@ def test_empty_batch(metric):
     result = metric(model, x[:0], cams[:0])
     first = result[0] if isinstance(result, tuple) else getattr(result, "value", getattr(result, "deletion_auc", None))
     assert first.shape == (0,)
+
+
+# ---- the stateful metrics ---------------------------------------------------------------------
+
+def test_stateful_metrics_accumulate_the_functional_values():
+    from camfast.metrics import ROAD, AverageDropIncrease, DeletionInsertion
+
+    model, x, cams = model_and_data(n=5)
+    cams[4, 0, 0] = float("nan")
+    metric = AverageDropIncrease(model, score="logit")
+    metric.update(x[:2], cams[:2])
+    metric.update(x[2:], cams[2:])
+    drop, increase = average_drop_increase(model, x, cams, score="logit")
+    result = metric.compute()
+    assert result["average_drop"] == pytest.approx(drop[:4].double().mean().item(), abs=1e-6)
+    assert result["increase_in_confidence"] == increase[:4].double().mean().item()
+    assert int(metric.nan_count) == 1
+    metric.reset()
+    assert int(metric.nan_count) == 0 and len(metric.average_drop) == 0
+    di = DeletionInsertion(model, preset="torchcam")
+    di.update(x[:4], cams[:4])
+    assert di.compute()["deletion_auc"] == pytest.approx(
+        deletion_insertion(model, x[:4], cams[:4], preset="torchcam").deletion_auc.double().mean().item(), abs=1e-6)
+    assert "model" not in dict(di.named_children()) and di.model is model
+    r = ROAD(model, percentiles=[50], noise=0)
+    r.update(x[:4], cams[:4])
+    assert r.compute()["road"] == pytest.approx(
+        road(model, x[:4], cams[:4], percentiles=[50], noise=0).value.double().mean().item(), abs=1e-6)
+
+
+def test_camfast_imports_and_evaluates_without_torchmetrics():
+    code = (
+        "import sys; sys.modules['torchmetrics'] = None\n"
+        "import numpy as np, torch, camfast, camfast.metrics\n"
+        "from camfast.wsol import MaskEvaluator\n"
+        "e = MaskEvaluator(cam_curve_interval=0.25); m = np.zeros((1, 4, 4)); m[0, :2] = 1\n"
+        "e.update(m, (m > 0).astype(np.uint8)); assert e.compute().pxap == 100.0\n"
+        "model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))\n"
+        "a = camfast.metrics.AverageDropIncrease(model); a.update(torch.randn(2, 3, 4, 4), torch.rand(2, 4, 4))\n"
+        "assert set(a.compute()) == {'average_drop', 'increase_in_confidence'}\n"
+        "assert 'torchmetrics' not in type(a).__mro__[-3].__module__\n"
+    )
+    import subprocess
+    import sys
+
+    import camfast
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(camfast.__file__).parent.parent)
+    assert run.returncode == 0, run.stderr
