@@ -193,6 +193,7 @@ class BoxEvaluator(Metric):
         image was classified right."""
         ious = self.best_iou(scoremaps, gt_boxes)
         correct = _check_correct(correct, len(ious))
+        self.last_best_iou = ious  # [N, T] of this batch, for per-image reports (not a synced state)
         hit = ious[None] >= np.array(self.iou_thresholds)[:, None, None] / 100  # [D, N, T], non-strict
         self.hits += torch.from_numpy(hit.sum(axis=1))
         if correct is not None:
