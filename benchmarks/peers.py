@@ -91,6 +91,10 @@ def load(peer: str):
             print(f"  note: {peer} is not installed here, its providers are skipped (make bench installs it)")
         return None
     if peer == "grad-cam":
+        # torchmetrics probes find_spec("torchvision") on import, which fails on the stand-in
+        # (no __spec__): import it first where it is installed, as camfast's metrics use it.
+        if importlib.util.find_spec("torchmetrics") is not None:
+            importlib.import_module("torchmetrics")
         install_torchvision_stub()
         module = importlib.import_module(name)
         # grad-cam's ScoreCAM draws a tqdm bar per image; silence it (a no-op wrapper).
