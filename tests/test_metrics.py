@@ -13,6 +13,7 @@ from torch import nn
 
 from camfast.metrics import average_drop_increase, deletion_insertion, impute, road
 from camfast.metrics.deletion_insertion import rise_blur, rise_blur_kernel
+from camfast.metrics.imputation import _solve
 
 ROOT = Path(__file__).parent.parent
 HAVE_SOURCE = (ROOT / "benchmarks").is_dir()
@@ -178,8 +179,12 @@ def test_impute_matches_sparse_direct_solve(size):
     unknown = torch.rand(4, *size) < torch.tensor([0.1, 0.5, 0.9, 0.99])[:, None, None]
     unknown[0, :, :3] = True  # a region along the border
     ours = impute(images, unknown)
+    # The tensor-op solver other devices run (the compiled op serves the CPU when it is built).
+    tensor_ops = _solve(images.double(), unknown, 1e-8, 500).float()
     for i in range(4):
-        torch.testing.assert_close(ours[i], sparse_impute(images[i], unknown[i]), atol=1e-5, rtol=0)
+        expected = sparse_impute(images[i], unknown[i])
+        torch.testing.assert_close(ours[i], expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(tensor_ops[i], expected, atol=1e-5, rtol=0)
     assert torch.equal(ours[~unknown[:, None].expand_as(images)], images[~unknown[:, None].expand_as(images)])
 
 
@@ -191,6 +196,7 @@ def test_impute_edge_cases():
     assert torch.equal(impute(images, everything), torch.zeros_like(images))
     one = torch.zeros(1, 1, 1, 1)
     assert torch.equal(impute(one, torch.ones(1, 1, 1, dtype=torch.bool)), one)
+    assert torch.equal(_solve(images.double(), everything, 1e-8, 50), torch.zeros_like(images).double())
     # A single hole in a constant image is filled with the constant.
     flat = torch.full((1, 1, 6, 7), 2.5)
     hole = torch.zeros(1, 6, 7, dtype=torch.bool)
@@ -342,3 +348,12 @@ def test_camfast_imports_and_evaluates_without_torchmetrics():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          cwd=Path(camfast.__file__).parent.parent)
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.camfast, "road_impute"), reason="camfast._C is not built")
+def test_compiled_imputation_checks_its_arguments():
+    images, unknown = torch.randn(2, 3, 5, 5, dtype=torch.float64), torch.zeros(2, 5, 5, dtype=torch.bool)
+    for bad_images, bad_unknown, message in [(images.float(), unknown, "float64"), (images, unknown.float(), "bool"),
+                                             (images[0], unknown, "4-D"), (images, unknown[:1], r"\[B, H, W\]")]:
+        with pytest.raises(RuntimeError, match=message):
+            torch.ops.camfast.road_impute(bad_images, bad_unknown, 1e-8, 10)

@@ -6,7 +6,7 @@
 // operator is stored per level as a diagonal and eight coefficient planes on a grid framed by one
 // zero pixel on every side, so a sweep reads its 8 neighbours without bounds checks. The
 // preconditioner is one symmetric V-cycle of aggregation multigrid (2 x 2 blocks, Galerkin coarse
-// operators, one damped Jacobi sweep before and after each coarse correction). Every image's
+// operators, one damped Jacobi sweep before and after each scaled coarse correction). Every image's
 // hierarchy is built once and serves its C channels; images are solved in parallel, in float64.
 #include <algorithm>
 #include <array>
@@ -28,7 +28,8 @@ namespace {
 using torch::stable::Tensor;
 
 constexpr const char* kOp = "road_impute";
-constexpr double kDamping = 0.6;  // JACOBI_DAMPING in imputation.py
+constexpr double kDamping = 0.8;      // JACOBI_DAMPING in imputation.py
+constexpr double kCoarseScale = 1.8;  // COARSE_SCALE in imputation.py
 constexpr int kNeighbours = 8;
 constexpr int kDy[kNeighbours] = {-1, -1, -1, 0, 0, 1, 1, 1};
 constexpr int kDx[kNeighbours] = {-1, 0, 1, -1, 1, -1, 0, 1};
@@ -176,7 +177,7 @@ struct Hierarchy {
     for (int64_t y = 0; y < L.h; ++y)
       for (int64_t x = 0; x < L.w; ++x) {
         const int64_t i = L.at(y, x);
-        if (L.diag[i] > 0) z[i] += C.z[C.at(y / 2, x / 2)];
+        if (L.diag[i] > 0) z[i] += kCoarseScale * C.z[C.at(y / 2, x / 2)];
       }
     L.residual(z, L.t.data(), r);
     for (size_t i = 0; i < n; ++i) z[i] += kDamping * L.t[i] * L.inv_diag[i];
@@ -212,12 +213,19 @@ void solve_channel(Hierarchy& mg, const bool* unknown, const double* g, double* 
   p = z;
   double rz = dot(r, z);
   const double limit = rtol * std::sqrt(dot(b, b));
-  for (int64_t it = 0; it < max_iter && std::sqrt(dot(r, r)) > limit; ++it) {
+  double rr = dot(r, r);
+  for (int64_t it = 0; it < max_iter && std::sqrt(rr) > limit; ++it) {
     A.apply(p.data(), ap.data());
     const double pap = dot(p, ap);
     if (!(pap > 0)) break;
     const double alpha = rz / pap;
-    for (size_t i = 0; i < n; ++i) x[i] += alpha * p[i], r[i] -= alpha * ap[i];
+    rr = 0;
+#pragma omp simd reduction(+ : rr)
+    for (size_t i = 0; i < n; ++i) {
+      x[i] += alpha * p[i];
+      r[i] -= alpha * ap[i];
+      rr += r[i] * r[i];
+    }
     mg.vcycle(0, r.data(), z.data());
     const double rz_next = dot(r, z);
     const double beta = rz > 0 ? rz_next / rz : 0.0;
