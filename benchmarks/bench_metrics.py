@@ -138,8 +138,10 @@ def _runner_case(quick: bool) -> Case | None:
         return run
 
     providers = {"reference": evaluate("reference"), "camfast": evaluate("cpp")}
-    print(f"  runner MaxBoxAccV2 over {total} maps: identical = {providers['reference']() == providers['camfast']()}",
-          flush=True)
+    # The batches cycle the pool, so equal IoUs on the pool mean equal numbers on all the maps.
+    same = np.array_equal(BoxEvaluator(backend="reference").best_iou(maps, boxes),
+                          BoxEvaluator(backend="cpp").best_iou(maps, boxes))
+    print(f"  runner MaxBoxAccV2 over {total} maps (a pool of {pool} cycled): identical IoUs = {same}", flush=True)
     return Case("metrics", "runner_maxboxacc_v2", f"{total}x224x224x1000thr", "float64", providers)
 
 
