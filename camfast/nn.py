@@ -1,4 +1,5 @@
-"""nn.Module wrappers around camfast's ops: arguments and repr only, the logic lives in the ops."""
+"""nn.Module wrappers around camfast's ops. Most store their arguments and call the op; ChannelSpatialAttention
+and AttentionBranch reproduce the authors' modules and own their convolutions and batch norms."""
 
 from __future__ import annotations
 
@@ -60,12 +61,20 @@ class ChannelSpatialAttention(nn.Module):
 
     Channel attention s = softmax_c(conv1x1(relu(conv1x1(GAP(a))))), both 1x1 convs with bias
     (channels -> channels // reduction -> channels), then camfast.channel_spatial_attention(a, s).
-    The last s, Tensor[N, C] (not detached), is kept as `self.s` for camfast.ggam_loss, whose
-    Grad-CAM weights are, as in the authors' training step, the spatial means of the gradient of
-    the top predicted logits with respect to this module's output `out`:
 
-        w = torch.autograd.grad(logits.max(1).values.sum(), out, retain_graph=True)[0].mean((2, 3))
-        loss = cross_entropy(logits, labels) + camfast.ggam_loss(module.s, w)
+    forward(a) returns out [N, C, H, W]; forward(a, return_attention=True) returns (out, s) with
+    s [N, C] not detached, for camfast.ggam_loss. The module keeps no tensor of the step, so it
+    can be copied, pickled and saved at any point and holds no autograd graph after the step. As
+    in the authors' training step, the Grad-CAM weights are the spatial means of the gradient of
+    the top predicted logits with respect to `out`:
+
+        >>> import torch, camfast
+        >>> module, head = camfast.nn.ChannelSpatialAttention(32, reduction=8), torch.nn.Linear(32, 5)
+        >>> out, s = module(torch.rand(4, 32, 6, 6), return_attention=True)
+        >>> logits = head(out.amax(dim=(2, 3)))
+        >>> w = torch.autograd.grad(logits.max(1).values.sum(), out, retain_graph=True)[0].mean((2, 3))
+        >>> loss = torch.nn.functional.cross_entropy(logits, torch.arange(4)) + camfast.ggam_loss(s, w)
+        >>> loss.backward()
     """
 
     def __init__(self, channels: int, reduction: int = 16, spatial: str = "sigmoid", backend: str | None = None):
@@ -75,12 +84,12 @@ class ChannelSpatialAttention(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
         self.spatial = spatial
         self.backend = backend
-        self.s: torch.Tensor | None = None
 
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
+    def forward(self, a: torch.Tensor, return_attention: bool = False):
         pooled = a.mean(dim=(2, 3), keepdim=True)
-        self.s = torch.softmax(self.fc2(torch.relu(self.fc1(pooled))), dim=1).flatten(1)
-        return ops.channel_spatial_attention(a, self.s, self.spatial, backend=self.backend)
+        s = torch.softmax(self.fc2(torch.relu(self.fc1(pooled))), dim=1).flatten(1)
+        out = ops.channel_spatial_attention(a, s, self.spatial, backend=self.backend)
+        return (out, s) if return_attention else out
 
     def extra_repr(self) -> str:
         return f"spatial={self.spatial!r}"
@@ -92,7 +101,15 @@ class AttentionBranch(nn.Module):
     From features x [N, in_channels, H, W] (after the optional `body`, the authors' att_layer4):
     h = relu(BN(conv1x1(BN(x)) -> num_classes)); the attention map m = sigmoid(BN(conv3x3(h) -> 1))
     and the attention logits = GAP(conv1x1(h)). forward returns ((1 + m) * x, logits) with the
-    fused camfast.attention_branch_mix; m [N, 1, H, W] (not detached) is kept as `self.attention`.
+    fused camfast.attention_branch_mix. forward(x, return_attention=True) also returns m
+    [N, 1, H, W], not detached (ABN's visual explanation, or a loss on it); the module keeps no
+    tensor of the step.
+
+        >>> import torch, camfast
+        >>> branch = camfast.nn.AttentionBranch(16, num_classes=10)
+        >>> out, logits, m = branch(torch.randn(2, 16, 7, 7), return_attention=True)
+        >>> out.shape, logits.shape, m.shape
+        (torch.Size([2, 16, 7, 7]), torch.Size([2, 10]), torch.Size([2, 1, 7, 7]))
     """
 
     def __init__(self, in_channels: int, num_classes: int, body: nn.Module | None = None,
@@ -106,14 +123,14 @@ class AttentionBranch(nn.Module):
         self.att_conv3 = nn.Conv2d(num_classes, 1, kernel_size=3, padding=1, bias=False)
         self.bn_att3 = nn.BatchNorm2d(1)
         self.backend = backend
-        self.attention: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
         h = self.bn_att(self.body(x) if self.body is not None else x)
         h = torch.relu(self.bn_att2(self.att_conv(h)))
-        self.attention = torch.sigmoid(self.bn_att3(self.att_conv3(h)))
+        m = torch.sigmoid(self.bn_att3(self.att_conv3(h)))
         logits = self.att_conv2(h).mean(dim=(2, 3))
-        return ops.attention_branch_mix(x, self.attention, backend=self.backend), logits
+        out = ops.attention_branch_mix(x, m, backend=self.backend)
+        return (out, logits, m) if return_attention else (out, logits)
 
 
 class _SpatialSoftmaxBase(nn.Module):

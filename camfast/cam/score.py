@@ -1,7 +1,7 @@
 """Score-CAM and its smoothed (SS-CAM) and integrated (IS-CAM) variants.
 
-Every flag behind the three presets is explicit; see ScoreCAM's docstring and the README's "CAM
-explainers" section for the math and the sources.
+Every flag behind the three presets is explicit; see ScoreCAM's docstring and docs/explainers.md
+for the math and the sources.
 """
 
 from __future__ import annotations

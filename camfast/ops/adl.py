@@ -87,7 +87,7 @@ def adl(
     _check_use_drop(use_drop, x.shape[0])
     _check_generator(generator)
     check_bool(per_sample, "per_sample")
-    chosen = _backend.resolve(backend, x.device)
+    chosen = _backend.choose(backend, x)
     if not training:
         return x
     drop = _draw_drop(x, drop_rate, use_drop, generator, per_sample)

@@ -27,7 +27,7 @@ def spatial_softmax2d(x: torch.Tensor, temperature: float = 1.0, *, backend: str
     """
     check_nchw(x, "x")
     temperature = check_positive(temperature, "temperature")
-    chosen = _backend.resolve(backend, x.device)
+    chosen = _backend.choose(backend, x)
     if chosen == "reference":
         return reference.spatial_softmax2d(x, temperature)
     return _backend.op("spatial_softmax2d", chosen)(x, temperature)[0]
@@ -63,7 +63,7 @@ def spatial_soft_argmax2d(
     check_nchw(x, "x")
     temperature = check_positive(temperature, "temperature")
     normalized_coordinates = check_bool(normalized_coordinates, "normalized_coordinates")
-    chosen = _backend.resolve(backend, x.device)
+    chosen = _backend.choose(backend, x)
     if chosen == "reference":
         return reference.spatial_soft_argmax2d(x, temperature, normalized_coordinates)
     # The op returns the coordinates in the accumulation dtype, which its backward reads.

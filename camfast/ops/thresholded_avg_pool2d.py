@@ -29,7 +29,7 @@ def thresholded_avg_pool2d(x: torch.Tensor, tau: float = 0.1, *, backend: str | 
     """
     check_nchw(x, "x")
     tau = check_in_range(tau, "tau", 0.0, 1.0)
-    chosen = _backend.resolve(backend, x.device)
+    chosen = _backend.choose(backend, x)
     if chosen == "reference":
         return reference.thresholded_avg_pool2d(x, tau)
     return _backend.op("thresholded_avg_pool2d", chosen)(x, tau)[0]
