@@ -1,0 +1,74 @@
+"""Smooth Grad-CAM++ (Omeiza et al., arXiv 1908.01224), with torchcam 0.5.0's semantics."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._validation import check_positive
+from ._base import Explainer, resolve_targets
+from .score import _positive_int
+
+
+def cpu_generator(generator: torch.Generator | None, name: str = "generator") -> torch.Generator | None:
+    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
+        raise ValueError(f"{name} must be None or a CPU torch.Generator (the noise is drawn on the CPU, "
+                         f"as torchcam draws it), got {generator!r}")
+    return generator
+
+
+def cpu_normal(shape, std: float, generator: torch.Generator | None) -> torch.Tensor:
+    """N(0, std^2) noise drawn on the CPU in float32, value for value what torchcam's
+    `torch.distributions.Normal(0, std).sample(shape)` draws from the same generator state."""
+    return torch.randn(shape, generator=generator) * std
+
+
+class SmoothGradCAMpp(Explainer):
+    """Smooth Grad-CAM++, as torchcam 0.5.0 computes it. With A_0 the clean activation and, for
+    m = 1..n, g_m = dy_c/dA at the noisy input x + e_m (e_m ~ N(0, std^2), one value per input
+    element) and A_n the activation of the last noisy pass:
+
+        D2 = mean_m g_m^2,   D3 = mean_m g_m^3
+        alpha = D2 / (2 D2 + sum_ij(D3 * A_0) + 1e-8)       (sum over space: one value per channel)
+        w_k = sum_ij alpha * ReLU(g_n);   M = ReLU(sum_k w_k A_n)
+
+    torchcam's numerator D2 (the paper has D1) and its use of the last noisy pass's activation
+    and gradient in the final sum are kept, so the map equals torchcam's. The noise is drawn on
+    the CPU in float32 from `generator` (default: torch's global CPU generator), one draw of the
+    input's shape per sample, as torchcam draws it: after `torch.manual_seed(s)` both libraries
+    add the same noise. The n noisy passes are one forward and one backward each.
+
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+    ...                       nn.Flatten(), nn.Linear(8, 4))
+    >>> SmoothGradCAMpp(model, "1", num_samples=2)(torch.rand(2, 3, 16, 16)).shape
+    torch.Size([2, 16, 16])
+    """
+
+    needs_grad = True
+
+    def __init__(self, model: nn.Module, target_layer: nn.Module | str, num_samples: int = 4, std: float = 0.3,
+                 generator: torch.Generator | None = None):
+        super().__init__(model, target_layer)
+        self.num_samples = _positive_int(num_samples, "num_samples")
+        self.std = check_positive(std, "std")
+        self.generator = cpu_generator(generator)
+
+    def _explain(self, x, targets):
+        with torch.no_grad():
+            logits, clean = self.forward_with_activation(x)
+        target = resolve_targets(targets, logits)[:, None]
+        d2 = d3 = 0
+        for _ in range(self.num_samples):
+            noisy = x + cpu_normal(x.shape, self.std, self.generator).to(x.device)
+            logits, act = self.forward_with_activation(noisy, leaf=True)
+            (grad,) = torch.autograd.grad(logits.gather(1, target).sum(), act)
+            d2, d3 = d2 + grad.pow(2), d3 + grad.pow(3)
+        d2, d3 = d2 / self.num_samples, d3 / self.num_samples
+        alpha = d2 / (2 * d2 + (d3 * clean).flatten(2).sum(-1)[:, :, None, None] + 1e-8)
+        weights = (alpha * grad.relu()).flatten(2).sum(-1)
+        # Reduced in torchcam's order (products, then a sum over channels): a map at 2 x 2 or 3 x 3
+        # has few pixels and the min-max magnifies rounding differences.
+        return (weights[:, :, None, None] * act.detach()).sum(1).relu()
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", num_samples={self.num_samples}, std={self.std})"
