@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,10 +21,11 @@ def ablation_list(act: torch.Tensor, ratio: float) -> torch.Tensor:
     ratio 1: all, in order. Otherwise, per image: a mask of the pixels where |EigenCAM projection|,
     min-max scaled, exceeds 0.01; each channel's score is the share of its min-max scaled |A_k|
     inside the mask (NaN for a constant channel, sorted above every number as NumPy does); the
-    list is the int(K * ratio) highest scores, then the int(K * ratio) lowest. For a ratio above
-    0.5 the two overlap: grad-cam then ablates a channel twice and mis-assigns later channels;
-    here each channel is ablated once. Ties between equal scores may be broken differently from
-    NumPy's sort.
+    list is the int(K * ratio) highest scores, then the int(K * ratio) lowest. Equal scores are
+    common (1.0 for every channel that lies wholly inside the mask), so the order is NumPy's
+    argsort, as grad-cam's: the scores are read to the host once. For a ratio above 0.5 the two
+    lists overlap: grad-cam then ablates a channel twice and mis-assigns later channels; here each
+    channel is ablated once.
     """
     n, k = act.shape[:2]
     if ratio >= 1:
@@ -35,7 +37,7 @@ def ablation_list(act: torch.Tensor, ratio: float) -> torch.Tensor:
     a = a - a.amin(2, keepdim=True)
     a = a / a.amax(2, keepdim=True)
     score = (a * inside[:, None]).sum(2) / a.sum(2)
-    order = score.argsort(dim=1, stable=True)
+    order = torch.from_numpy(np.argsort(score.cpu().numpy(), axis=1)).to(act.device)
     count = int(k * ratio)
     return torch.cat([order.flip(1)[:, :count], order[:, :count]], dim=1)
 
