@@ -15,86 +15,26 @@ Providers of a case (each computes the same maps; peers that are not installed a
                other providers is measured against it. Gradient methods have no reference: their
                rows compare camfast with the peers directly
 
-The model is ResNet-like with random weights: "layer4" gives 256 maps at 7x7 and "expand" (a 1x1
-conv, as in ResNet-50's last block) 2048 maps at 7x7 for a 224x224 input. BN scales and shifts are
-drawn at random (shift mean 0.2), which leaves 41 of the 256 layer4 maps and 537 of the 2048 expand
-maps all zero after the ReLU on the benchmark image, as dead channels do in trained ResNets (the
-peers study's random net had 41 of 256 too); the classifier's weights are scaled by 10 so that the
-logits have a standard deviation near 3 (with default init they are nearly flat, every Score-CAM
-channel weight is about 1/K and all methods agree trivially).
-`make bench` also writes benchmarks/out/cam_methods_<device>.png: the methods side by side on one image.
+The model is benchmarks.cam_models.BenchNet, ResNet-like with random weights: "layer4" gives 256
+maps at 7x7 and "expand" (a 1x1 conv, as in ResNet-50's last block) 2048 maps at 7x7 for a 224x224
+input. Its random BN shifts leave 41 of the 256 layer4 maps and 537 of the 2048 expand maps all
+zero after the ReLU on the benchmark image, as dead channels do in trained ResNets, and its scaled
+classifier spreads the logits (standard deviation near 3), so the methods do not agree trivially.
+The methods side by side on one image are drawn by `python -m benchmarks.cam_peer_check`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-from torch import nn
 
 import camfast
 import camfast.cam as cc
 
 from . import peers
+from .cam_models import activation, bench_net_and_image
 from .harness import Case
 
 BATCH = 16  # masked images per forward, for camfast and the peers alike
-OUT_DIR = Path(__file__).parent / "out"
-
-
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        return self.relu(out + (x if self.down is None else self.down(x)))
-
-
-class BenchNet(nn.Module):
-    """stem (/4) -> layer1..layer4 (/32 overall) -> expand (1x1 conv) -> GAP -> fc."""
-
-    def __init__(self, widths=(32, 64, 128, 256), expand: int = 2048, classes: int = 1000,
-                 fc_gain: float = 10.0, bn_shift: float = 0.2):
-        super().__init__()
-        w1, w2, w3, w4 = widths
-        self.stem = nn.Sequential(nn.Conv2d(3, w1, 7, 2, 3, bias=False), nn.BatchNorm2d(w1), nn.ReLU(inplace=True),
-                                  nn.MaxPool2d(3, 2, 1))
-        self.layer1 = _Block(w1, w1, 1)
-        self.layer2 = _Block(w1, w2, 2)
-        self.layer3 = _Block(w2, w3, 2)
-        self.layer4 = _Block(w3, w4, 2)
-        self.expand = nn.Sequential(nn.Conv2d(w4, expand, 1, bias=False), nn.BatchNorm2d(expand), nn.ReLU())
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(expand, classes)
-        with torch.no_grad():
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.normal_(bn_shift, 0.3)
-            self.fc.weight.mul_(fc_gain)
-        self.eval()
-
-    def forward(self, x):
-        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
-        return self.fc(self.pool(self.expand(x)).flatten(1))
-
-
-def _activation(model, layer: str, x) -> torch.Tensor:
-    store = {}
-    handle = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: store.update(a=o))
-    with torch.no_grad():
-        model(x)
-    handle.remove()
-    return store["a"]
 
 
 def _floor(model, x, act, preset: str):
@@ -130,7 +70,7 @@ def _label(x, act) -> str:
 
 
 def _score_cases(model, x, targets, layer) -> list[Case]:
-    act = _activation(model, layer, x)
+    act = activation(model, layer, x)
     constant = int((act.amax((2, 3)) == act.amin((2, 3))).sum())
     module = dict(model.named_modules())[layer]
     cases = []
@@ -157,74 +97,20 @@ def _gradient_cases(model, x, targets, layer) -> list[Case]:
     if peers.available("grad-cam"):
         grad["grad-cam"] = lambda: peers.gradcam_explain("GradCAM", model, module, x, targets)
         plus["grad-cam"] = lambda: peers.gradcam_explain("GradCAMPlusPlus", model, module, x, targets)
-    if peers.available("torchcam"):  # torchcam's Grad-CAM++ computes another map (SPEC 2): not compared
+    # torchcam's Grad-CAM++ is left out: its alpha normalisation is applied to a copy and has no
+    # effect, so it computes another map (see camfast.cam.GradCAMPlusPlus).
+    if peers.available("torchcam"):
         grad["torchcam"] = lambda: peers.torchcam_explain("GradCAM", model, layer, x, targets)
     if peers.available("captum"):
         grad["captum"] = lambda: peers.captum_gradcam(model, module, x, targets)
-    label = _label(x, _activation(model, layer, x))
+    label = _label(x, activation(model, layer, x))
     return [Case(op="grad_cam", mode="explain", shape=label, dtype="float32", providers=grad),
             Case(op="grad_cam_pp[grad-cam]", mode="explain", shape=label, dtype="float32", providers=plus)]
 
 
-def method_grid(model, x, targets, layer: str, path: Path) -> None:
-    """One image, one row per method: camfast's overlay, the peer's, and |difference|."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .cam_peer_check import _as_input_maps
-
-    module = dict(model.named_modules())[layer]
-    rows = [
-        ("CAM (expand)", cc.CAM(model, "expand"),
-         ("torchcam", lambda: peers.torchcam_explain("CAM", model, "expand", x, targets, fc_layer="fc"))),
-        ("Grad-CAM", cc.GradCAM(model, layer),
-         ("grad-cam", lambda: peers.gradcam_explain("GradCAM", model, module, x, targets))),
-        ("Grad-CAM++ (grad-cam)", cc.GradCAMPlusPlus(model, layer, variant="grad-cam"),
-         ("grad-cam", lambda: peers.gradcam_explain("GradCAMPlusPlus", model, module, x, targets))),
-        ("Grad-CAM++ (official)", cc.GradCAMPlusPlus(model, layer), None),
-        ("Score-CAM (official)", cc.ScoreCAM(model, layer), None),
-        ("Score-CAM (torchcam)", cc.ScoreCAM(model, layer, preset="torchcam"),
-         ("torchcam", lambda: peers.torchcam_explain("ScoreCAM", model, layer, x, targets))),
-        ("Score-CAM (grad-cam)", cc.ScoreCAM(model, layer, preset="grad-cam"),
-         ("grad-cam", lambda: peers.gradcam_explain("ScoreCAM", model, module, x, targets))),
-        ("IS-CAM (3 steps)", cc.ISCAM(model, layer, num_samples=3), None),
-    ]
-    image = x[:1].cpu()
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.4 * len(rows)))
-    for ax_row, (name, explainer, peer) in zip(axes, rows):
-        ours = explainer(x[:1], targets[:1]).cpu()
-        ax_row[0].imshow(cc.overlay(image[0], ours[0]).permute(1, 2, 0).numpy())
-        ax_row[0].set_title(f"camfast {name}", fontsize=8)
-        if peer is not None and peers.available(peer[0]):
-            theirs = _as_input_maps(peer[1]().cpu()[:1], ours.shape[-2:])
-            ax_row[1].imshow(cc.overlay(image[0], theirs[0]).permute(1, 2, 0).numpy())
-            ax_row[1].set_title(peer[0], fontsize=8)
-            ax_row[2].imshow((ours[0] - theirs[0]).abs().numpy(), cmap="gray", vmin=0, vmax=0.05)
-            ax_row[2].set_title("|difference| (black 0, white 0.05)", fontsize=8)
-        for ax in ax_row:
-            ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    print(f"  methods side by side: {path}")
-
-
-def _image(size: int, device) -> torch.Tensor:
-    """A smooth synthetic scene (two blobs on a gradient), so the overlays are readable."""
-    ys, xs = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    blob = lambda cy, cx, r: torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / r)  # noqa: E731
-    img = torch.stack([0.3 + 0.6 * blob(0.35, 0.3, 0.02), 0.2 + 0.3 * xs, 0.3 + 0.6 * blob(0.7, 0.7, 0.03)])
-    return img.clamp(0, 1).to(device)
-
-
 def cases(device: torch.device, quick: bool) -> list[Case]:
-    torch.manual_seed(0)
-    widths, expand, size = ((8, 8, 16, 32), 64, 64) if quick else ((32, 64, 128, 256), 2048, 224)
-    model = BenchNet(widths, expand).to(device)
-    x = _image(size, device)[None]
+    model, x = bench_net_and_image(quick, device)
+    size = x.shape[-1]
     targets = model(x).argmax(1).detach()
     result = _score_cases(model, x, targets, "layer4")
     if device.type == "cuda" and not quick:
@@ -235,6 +121,4 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
     tb = torch.arange(8, device=device) * (100 if not quick else 1)
     for layer in ("layer4", "expand"):
         result += _gradient_cases(model, xb, tb, layer)
-    if not quick:
-        method_grid(model, x, targets, "layer4", OUT_DIR / f"cam_methods_{device.type}.png")
     return result

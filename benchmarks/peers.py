@@ -9,6 +9,7 @@ file installs it, so camfast and its tests never see it.
 
 Each `<peer>_explain` function returns the peer's maps as a float tensor: grad-cam's at input
 resolution (its own output), torchcam's and captum's at feature resolution (theirs).
+`as_input_maps` and `correlation` define what "agrees with a peer" means.
 """
 
 from __future__ import annotations
@@ -101,6 +102,27 @@ def load(peer: str):
 
 def available(*peers: str) -> bool:
     return all(load(p) is not None for p in peers)
+
+
+def as_input_maps(maps: torch.Tensor, size) -> torch.Tensor:
+    """A peer's maps [N, h, w] as camfast returns its own: resized to `size` (bilinear,
+    align_corners=False) and min-maxed to [0, 1] per image."""
+    maps = maps.float()
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    lo, hi = maps.amin((1, 2), keepdim=True), maps.amax((1, 2), keepdim=True)
+    return (maps - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The smallest per-image Pearson correlation; two constant maps count as 1 when they are equal."""
+    def one(u, v):
+        u, v = u.flatten().double(), v.flatten().double()
+        if u.std() == 0 or v.std() == 0:
+            return float(torch.allclose(u, v, atol=1e-5))
+        return torch.corrcoef(torch.stack([u, v]))[0, 1].item()
+
+    return min(one(u, v) for u, v in zip(a, b))
 
 
 def _ints(targets) -> list[int]:

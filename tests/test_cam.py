@@ -428,7 +428,7 @@ def test_layer_by_dotted_name_and_bad_layers(net, x):
         cc.GradCAM(net, nn.Conv2d(1, 1, 1))
     with pytest.raises(TypeError, match="target_layer"):
         cc.GradCAM(net, 3)
-    with pytest.raises(TypeError, match="target_layer must output"):
+    with pytest.raises(TypeError, match="target_layer 'fc' must output"):
         cc.GradCAM(net, "fc")(x)
     net.spare = nn.Conv2d(16, 16, 1)
     with pytest.raises(ValueError, match="did not run"):
@@ -467,6 +467,115 @@ def test_float64_model(net, x):
     out = cc.GradCAM(wide, "features")(x.double(), TARGETS)
     assert out.dtype == torch.float64
     torch.testing.assert_close(out.float(), cc.GradCAM(net, "features")(x, TARGETS), atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- several classes, several layers, score=
+
+@pytest.mark.parametrize("make", DETERMINISTIC)
+def test_classes_per_image_equal_one_call_per_class(net, x, make):
+    explainer = make(net, "features")
+    grid = torch.tensor([[1, 7], [4, 4], [0, 9]])
+    out = explainer(x, grid)
+    assert out.shape == (3, 2, 32, 32)
+    for t in range(2):
+        torch.testing.assert_close(out[:, t], explainer(x, grid[:, t]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(explainer(x, grid.tolist()), out)
+    one = explainer(x, grid[:, :1])  # a 2-D target keeps its class axis, even for T = 1
+    assert one.shape == (3, 1, 32, 32)
+
+
+def test_score_callable_for_outputs_that_are_not_logits(net, x):
+    class DictOut(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return {"logits": self.net(x), "aux": x.mean()}
+
+    wrapped = DictOut(net)
+    seen = []
+
+    def score(out, targets):
+        seen.append(targets)
+        return out["logits"][:, 3]
+
+    out = cc.GradCAM(wrapped, "net.features", score=score)(x, "anything")
+    assert seen == ["anything"]  # targets reach the callable as passed
+    torch.testing.assert_close(out, cc.GradCAM(net, "features")(x, 3))
+    both = cc.GradCAM(wrapped, "net.features", score=lambda out, t: out["logits"][:, [3, 5]])(x)
+    assert both.shape == (3, 2, 32, 32)
+    torch.testing.assert_close(both[:, 1], cc.GradCAM(net, "features")(x, 5))
+
+
+def test_several_layers_fused(net, x):
+    a = net.stem(x).detach().requires_grad_()
+    (g,) = torch.autograd.grad(net.head(net.features(a)).gather(1, TARGETS[:, None]).sum(), a)
+    raws = [(g.mean((2, 3))[:, :, None, None] * a).sum(1).relu().detach(), ref_gradcam(net, x, TARGETS)]
+    # grad-cam's rule: per layer (m - min) / (max + 1e-7), resized to the input; the mean; min-max
+    scaled = [upsample((m - m.amin((1, 2), keepdim=True)) / ((m - m.amin((1, 2), keepdim=True)).amax((1, 2), keepdim=True)
+                                                             + 1e-7), (32, 32)) for m in raws]
+    mean = cc.GradCAM(net, ["stem", "features"])(x, TARGETS)
+    torch.testing.assert_close(mean, minmax(torch.stack(scaled).mean(0)), atol=1e-5, rtol=1e-5)
+    # torchcam's rule: per layer min-max (eps 1e-8) at its size, max at the largest (16 x 16)
+    normed = [upsample(minmax(m, eps=1e-8), (16, 16)) for m in raws]
+    fused = cc.GradCAM(net, ["stem", "features"], fuse="max")(x, TARGETS)
+    torch.testing.assert_close(fused, to_image(torch.maximum(*normed), (32, 32)), atol=1e-5, rtol=1e-5)
+    assert "['stem', 'features']" in repr(cc.GradCAM(net, ["stem", "features"]))
+
+
+class Unused(nn.Module):
+    """A model with a layer that runs but does not reach the logits."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.side = net, nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        self.side(x)
+        return self.net(x)
+
+
+def _assert_clean(net):
+    assert all(m.training for m in net.modules())
+    assert all(p.requires_grad for p in net.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in net.modules())
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda net, x: cc.GradCAM(net, ["features", "stm"]), ValueError, r"target_layer\[1\] 'stm'"),
+    (lambda net, x: cc.GradCAM(net, []), ValueError, "at least one layer"),
+    (lambda net, x: cc.GradCAM(net, ["features", net.features]), ValueError, "twice"),
+    (lambda net, x: cc.ScoreCAM(net, ["stem", "features"]), ValueError, "takes 1 target_layer"),
+    (lambda net, x: cc.GradCAM(net, "features")(x, torch.zeros(2, 2, dtype=torch.long)), ValueError, "3 images"),
+    (lambda net, x: cc.GradCAM(net, "features")(x, torch.tensor([[1, 2], [3, 10], [0, 0]])), ValueError,
+     r"targets must lie in \[0, 10\)"),
+    (lambda net, x: cc.GradCAM(net, "features")(x, [[1, 2], [3], [0, 0]]), ValueError, "same number"),
+    (lambda net, x: cc.GradCAM(net, "features")(x, torch.zeros(3, 2)), TypeError, "integer tensor"),
+    (lambda net, x: cc.GradCAM(net, ["features", "spare"])(x), ValueError, "'spare' did not run"),
+    (lambda net, x: cc.GradCAM(net, "stem.0", score=lambda out, t: out[:2, 0])(x), ValueError, "score must return"),
+    (lambda net, x: cc.GradCAM(net, "stem.0", score=lambda out, t: out.argmax(1))(x), TypeError, "score must return"),
+    (lambda net, x: cc.GradCAM(net, "stem.0", score=lambda out, t: out.detach()[:, 0])(x), ValueError,
+     "score must depend"),
+    (lambda net, x: cc.GradCAM(Unused(net), ["net.stem.0", "side"])(x), ValueError,
+     "does not depend on target_layer 'side'"),
+    (lambda net, x: cc.GradCAM(net, "stem", score=3), TypeError, "score must be a callable"),
+])
+def test_bad_input_is_reported_with_the_model_restored(net, x, call, error, match):
+    net.spare = nn.Conv2d(16, 16, 1)
+    net.train()
+    with pytest.raises(error, match=match):
+        call(net, x)
+    _assert_clean(net)
+
+
+def test_a_layer_that_runs_twice_raises(x):
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+    model = nn.Sequential(conv, nn.ReLU(), conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
+    model.train()
+    with pytest.raises(ValueError, match="'0' ran twice"):
+        cc.GradCAM(model, "0")(x)
+    _assert_clean(model)
 
 
 # ---------------------------------------------------------------- overlay

@@ -1,7 +1,9 @@
 """Post-hoc CAM explainers: `explainer(x, targets=None) -> Tensor[N, H, W]` in [0, 1].
 
-Each takes the model and a target layer (the module or its dotted name). Hooks exist only during
-a call; the model's train/eval flags and its parameters' requires_grad flags are restored after
+Each takes the model and a target layer (the module or its dotted name; the gradient methods
+also take a list of layers and fuse them). Targets may give several classes per image
+(`[N, T]`, result `[N, T, H, W]`), and `score=` explains models whose output is not a logits
+tensor; see camfast.cam._base for the full convention. Hooks exist only during a call; the model's train/eval flags and its parameters' requires_grad flags are restored after
 it, also when it raises. Gradients come from torch.autograd.grad with respect to the activation
 only, so no parameter's .grad is touched.
 """

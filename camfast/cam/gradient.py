@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice
-from ._base import Explainer, resolve_layer, resolve_targets
+from ._base import Explainer, check_fuse, class_gradients, fuse_layers, layer_name, resolve_layer
 
 
 def _classifier_weight(model: nn.Module, fc: nn.Module | str | None) -> torch.Tensor:
@@ -40,29 +40,45 @@ class CAM(Explainer):
         _classifier_weight(model, fc)  # fail at construction on a bad fc
 
     def _explain(self, x, targets):
-        logits, act = self.forward_with_activation(x)
+        logits, (act,) = self.forward(x)
         weight = _classifier_weight(self.model, self.fc)
         if weight.shape[1] != act.shape[1]:
             raise ValueError(f"fc takes {weight.shape[1]} features but target_layer outputs {act.shape[1]} channels")
-        w = weight[resolve_targets(targets, logits)].to(act.dtype)
+        scores = self.scores(logits, targets, x.shape[0])
+        w = weight[scores.classes].to(act.dtype)
         if self.nwc:
             w = w.clamp_min(0)
-        cam = torch.einsum("nk,nkhw->nhw", w, act)
-        return cam.relu() if self.relu else cam
+        cam = torch.einsum("ntk,nkhw->nthw", w, act)
+        return scores.shape_maps(cam.relu() if self.relu else cam)
 
 
 class _GradientCAM(Explainer):
-    """Shared by the gradient methods: one forward, dy_c/dA by torch.autograd.grad only."""
+    """Shared by the gradient methods: one forward, then per class the gradients of the score
+    with respect to every target layer (torch.autograd.grad only: no parameter's .grad is
+    touched), a raw map per layer, and the layers fused by `fuse` ("mean": grad-cam's rule,
+    "max": torchcam's; see camfast.cam._base.fuse_layers)."""
 
     needs_grad = True
+    max_layers = None
+
+    def __init__(self, model: nn.Module, target_layer, *, fuse: str = "mean", score=None):
+        super().__init__(model, target_layer, score=score)
+        self.fuse = check_fuse(fuse)
 
     def _explain(self, x, targets):
-        logits, act = self.forward_with_activation(x, leaf=True)
-        score = logits.gather(1, resolve_targets(targets, logits)[:, None]).sum()
-        (grad,) = torch.autograd.grad(score, act)
-        act = act.detach()
-        weights = self.channel_weights(act, grad)
-        return torch.einsum("nk,nkhw->nhw", weights, act).relu()
+        output, acts = self.forward(x, grad=True)
+        scores = self.scores(output, targets, x.shape[0])
+        names = [layer_name(self.model, layer) for layer in self.target_layers]
+        values = [a.detach() for a in acts]
+        per_class = []
+        for grads in class_gradients(scores, acts, names):
+            maps = [self.layer_map(a, g) for a, g in zip(values, grads)]
+            per_class.append(fuse_layers(maps, x.shape[2:], self.fuse))
+        return scores.shape_maps(torch.stack(per_class, 1))
+
+    def layer_map(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The raw map [N, h, w] of one layer: ReLU(sum_k w_k A_k) with the method's weights."""
+        return torch.einsum("nk,nkhw->nhw", self.channel_weights(act, grad), act).relu()
 
     def channel_weights(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -93,8 +109,8 @@ class GradCAMPlusPlus(_GradientCAM):
     is applied to a copy and has no effect.
     """
 
-    def __init__(self, model: nn.Module, target_layer: nn.Module | str, variant: str = "official"):
-        super().__init__(model, target_layer)
+    def __init__(self, model: nn.Module, target_layer, variant: str = "official", **options):
+        super().__init__(model, target_layer, **options)
         self.variant = check_choice(variant, "variant", ("official", "grad-cam"))
 
     def channel_weights(self, act, grad):

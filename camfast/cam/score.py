@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_choice, check_positive
-from ._base import Explainer, resolve_targets
+from ._base import Explainer
 
 PRESETS = {
     # haofanwang/Score-CAM cam/scorecam.py: probabilities, constant maps skipped, the score-weighted
@@ -123,22 +123,22 @@ class ScoreCAM(Explainer):
         yield masked
 
     def _explain(self, x, targets):
-        logits, act = self.forward_with_activation(x)
-        target = resolve_targets(targets, logits)
+        logits, (act,) = self.forward(x)
+        scores = self.scores(logits, targets, x.shape[0])
         act = self._select_channels(act)
-        scores, skipped = self._masked_scores(x, act, target)
-        scores = scores - self._baseline_score(x, logits, target)[:, None]
+        masked, skipped = self._masked_scores(x, act, scores.classes)  # [N, K, T], [N, K]
+        masked = masked - self._baseline_score(x, logits, scores.classes)[:, None]
+        skipped = skipped[:, :, None]
         if self.channel_softmax:
-            weights = torch.softmax(scores.masked_fill(skipped, float("-inf")), dim=1)
+            weights = torch.softmax(masked.masked_fill(skipped, float("-inf")), dim=1)
         else:
-            weights = scores
+            weights = masked
         weights = weights.masked_fill(skipped, 0).to(act.dtype)  # also clears all-skipped NaN rows
-        cam = torch.einsum("nk,nkhw->nhw", weights, act)
-        if self.combine == "feature":
-            return cam.relu()
-        # sum_k w_k U_k = U(sum_k w_k A_k): bilinear upsampling is linear, so upsample once.
-        up = F.interpolate(cam[:, None], size=x.shape[2:], mode="bilinear", align_corners=self.align_corners)
-        return up[:, 0].relu()
+        cam = torch.einsum("nkt,nkhw->nthw", weights, act)
+        if self.combine == "upsampled":
+            # sum_k w_k U_k = U(sum_k w_k A_k): bilinear upsampling is linear, so upsample once.
+            cam = F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=self.align_corners)
+        return scores.shape_maps(cam.relu())
 
     def _select_channels(self, act):
         """max_channels (an approximation): the k maps of largest activation mass per image."""
@@ -148,10 +148,11 @@ class ScoreCAM(Explainer):
         return act.gather(1, top[:, :, None, None].expand(-1, -1, *act.shape[2:]))
 
     def _score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The scores [B, T] of the classes target [B, T]."""
         logits = logits.float()
         if self.score == "prob":
             logits = torch.softmax(logits, dim=1)
-        return logits.gather(1, target[:, None])[:, 0]
+        return logits.gather(1, target)
 
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -174,7 +175,9 @@ class ScoreCAM(Explainer):
         return torch.zeros_like(target, dtype=torch.float32)
 
     def _masked_scores(self, x, act, target):
-        """Mean score of each map's masked input(s) [N, K], and which maps are skipped [N, K] bool."""
+        """Mean score of each map's masked input(s) for each class [N, K, T], and which maps are
+        skipped [N, K] bool. The masked inputs do not depend on the class: T classes cost no
+        extra forward."""
         n, k = act.shape[:2]
         flat = act.reshape(n * k, 1, *act.shape[2:])
         constant = (flat.amax((1, 2, 3)) == flat.amin((1, 2, 3)))
@@ -182,7 +185,7 @@ class ScoreCAM(Explainer):
             todo = (~constant).nonzero()[:, 0]  # the one host sync: it sizes the loop
         else:
             todo = torch.arange(n * k, device=x.device)
-        scores = torch.zeros(n * k, dtype=torch.float32, device=x.device)
+        scores = torch.zeros(n * k, target.shape[1], dtype=torch.float32, device=x.device)
         skipped = constant.clone() if self.skip_constant else torch.zeros_like(constant)
         backend = None if self.fast else "reference"
         for chunk in self._chunks(todo):
@@ -197,8 +200,8 @@ class ScoreCAM(Explainer):
             scores[chunk] = total / self.samples
         if todo.numel() < n * k and not self.skip_constant:
             zero = self._forward(x.new_zeros(1, *x.shape[1:])).expand(n, -1)
-            scores = torch.where(constant, self._score(zero, target).repeat_interleave(k), scores)
-        return scores.view(n, k), skipped.view(n, k)
+            scores = torch.where(constant[:, None], self._score(zero, target).repeat_interleave(k, 0), scores)
+        return scores.view(n, k, -1), skipped.view(n, k)
 
     def _chunks(self, todo: torch.Tensor):
         chunks = todo.split(self.batch_size)

@@ -17,7 +17,8 @@ from ._utils import acc_dtype, pixel_tiles, row_tiles
 
 
 @triton.jit
-def _channel_sums_kernel(x_ptr, y_ptr, drop_ptr, sel_ptr, shift_ptr, C, P, s_n, s_c, s_p, y_n, y_c, y_p,
+def _channel_sums_kernel(x_ptr, y_ptr, drop_ptr, sel_ptr, shift_ptr, C, P,
+                         x_stride_n, x_stride_c, x_stride_p, y_stride_n, y_stride_c, y_stride_p,
                          BACKWARD: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """Forward: sel = mean over C of x (drop branch) or its sigmoid. Backward (y = grad_out):
     shift = s (1 - s) / C * sum over C of y * x in the importance branch, 0 in the drop branch."""
@@ -25,15 +26,17 @@ def _channel_sums_kernel(x_ptr, y_ptr, drop_ptr, sel_ptr, shift_ptr, C, P, s_n, 
     ps = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     p_ok = ps < P
     drop = tl.load(drop_ptr + n) != 0
+    x_pixels = x_ptr + n * x_stride_n + ps.to(tl.int64)[None, :] * x_stride_p
+    y_pixels = y_ptr + n * y_stride_n + ps.to(tl.int64)[None, :] * y_stride_p
     total = tl.zeros([BLOCK_P], ACC)
     for c0 in range(0, C, BLOCK_C):
         cs = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
         ok = (cs < C)[:, None] & p_ok[None, :]
         if BACKWARD:  # the drop branch's gradient needs no sums
             ok = ok & ~drop
-        v = tl.load(x_ptr + n * s_n + cs[:, None] * s_c + ps.to(tl.int64)[None, :] * s_p, mask=ok, other=0.0).to(ACC)
+        v = tl.load(x_pixels + cs[:, None] * x_stride_c, mask=ok, other=0.0).to(ACC)
         if BACKWARD:
-            g = tl.load(y_ptr + n * y_n + cs[:, None] * y_c + ps.to(tl.int64)[None, :] * y_p, mask=ok, other=0.0)
+            g = tl.load(y_pixels + cs[:, None] * y_stride_c, mask=ok, other=0.0)
             v *= g.to(ACC)
         total += tl.sum(v, axis=0)
     map_ptrs = sel_ptr + n * P + ps
@@ -74,7 +77,8 @@ def _drop_mask_kernel(sel_ptr, drop_ptr, P, ratio: tl.float64, ACC: tl.constexpr
 
 
 @triton.jit
-def _scale_kernel(x_ptr, sel_ptr, shift_ptr, out_ptr, C, P, s_n, s_c, s_p, o_n, o_c, o_p,
+def _scale_kernel(x_ptr, sel_ptr, shift_ptr, out_ptr, C, P,
+                  x_stride_n, x_stride_c, x_stride_p, out_stride_n, out_stride_c, out_stride_p,
                   HAS_SHIFT: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """out = x * sel (+ shift), sel and shift per pixel, broadcast over channels."""
     n = tl.program_id(0).to(tl.int64)
@@ -83,11 +87,11 @@ def _scale_kernel(x_ptr, sel_ptr, shift_ptr, out_ptr, C, P, s_n, s_c, s_p, o_n, 
     p_ok = ps < P
     ok = (cs < C)[:, None] & p_ok[None, :]
     pp = ps.to(tl.int64)[None, :]
-    v = tl.load(x_ptr + n * s_n + cs[:, None] * s_c + pp * s_p, mask=ok).to(ACC)
+    v = tl.load(x_ptr + n * x_stride_n + cs[:, None] * x_stride_c + pp * x_stride_p, mask=ok).to(ACC)
     out = v * tl.load(sel_ptr + n * P + ps, mask=p_ok).to(ACC)[None, :]
     if HAS_SHIFT:
         out += tl.load(shift_ptr + n * P + ps, mask=p_ok)[None, :]
-    tl.store(out_ptr + n * o_n + cs[:, None] * o_c + pp * o_p, out, mask=ok)
+    tl.store(out_ptr + n * out_stride_n + cs[:, None] * out_stride_c + pp * out_stride_p, out, mask=ok)
 
 
 def _scale(x, sel, shift, out, block_c, block_p):

@@ -14,45 +14,52 @@ from ._utils import acc_dtype, pixel_tiles
 
 
 @triton.jit
-def _mix_kernel(x_ptr, x_n, x_c, x_p, m_ptr, m_n, m_p, out_ptr, o_n, o_c, o_p, g_ptr, g_n, g_c, g_p, gm_ptr, C, P,
+def _mix_kernel(in_ptr, in_stride_n, in_stride_c, in_stride_p, m_ptr, m_stride_n, m_stride_p,
+                out_ptr, out_stride_n, out_stride_c, out_stride_p,
+                features_ptr, features_stride_n, features_stride_c, features_stride_p, grad_m_ptr, C, P,
                 BACKWARD: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """out = (1 + m) x; BACKWARD (x the incoming gradient): also grad_m = sum_c x g."""
+    """out = (1 + m) in; BACKWARD (in the incoming gradient): also grad_m = sum_c in features."""
     n = tl.program_id(0).to(tl.int64)
     ps = (tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)).to(tl.int64)
     p_ok = ps < P
-    gain = 1.0 + tl.load(m_ptr + n * m_n + ps * m_p, mask=p_ok, other=0.0).to(ACC)
+    gain = 1.0 + tl.load(m_ptr + n * m_stride_n + ps * m_stride_p, mask=p_ok, other=0.0).to(ACC)
+    in_pixels = in_ptr + n * in_stride_n + ps[None, :] * in_stride_p
+    out_pixels = out_ptr + n * out_stride_n + ps[None, :] * out_stride_p
+    features_pixels = features_ptr + n * features_stride_n + ps[None, :] * features_stride_p
     total = tl.zeros([BLOCK_P], ACC)
     for c0 in range(0, C, BLOCK_C):
         cs = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
         ok = (cs < C)[:, None] & p_ok[None, :]
-        x = tl.load(x_ptr + n * x_n + cs[:, None] * x_c + ps[None, :] * x_p, mask=ok, other=0.0).to(ACC)
-        tl.store(out_ptr + n * o_n + cs[:, None] * o_c + ps[None, :] * o_p, gain[None, :] * x, mask=ok)
+        x = tl.load(in_pixels + cs[:, None] * in_stride_c, mask=ok, other=0.0).to(ACC)
+        tl.store(out_pixels + cs[:, None] * out_stride_c, gain[None, :] * x, mask=ok)
         if BACKWARD:
-            g = tl.load(g_ptr + n * g_n + cs[:, None] * g_c + ps[None, :] * g_p, mask=ok, other=0.0).to(ACC)
-            total += tl.sum(x * g, axis=0)
+            features = tl.load(features_pixels + cs[:, None] * features_stride_c, mask=ok, other=0.0).to(ACC)
+            total += tl.sum(x * features, axis=0)
     if BACKWARD:
-        tl.store(gm_ptr + n * P + ps, total, mask=p_ok)
+        tl.store(grad_m_ptr + n * P + ps, total, mask=p_ok)
 
 
-def _launch(x, m, out, g=None, grad_m=None):
-    block_c, block_p = pixel_tiles(x)
-    n, c = x.shape[:2]
-    p = x.shape[2] * x.shape[3]
+def _launch(inp, m, out, features=None, grad_m=None):
+    """out = (1 + m) inp; with features and grad_m also grad_m = sum_c inp features."""
+    block_c, block_p = pixel_tiles(inp)
+    n, c = inp.shape[:2]
+    p = inp.shape[2] * inp.shape[3]
     m_strides = ncp_strides(m)
-    backward = g is not None
+    backward = features is not None
     _mix_kernel[(n, triton.cdiv(p, block_p))](
-        x, *ncp_strides(x), m, m_strides[0], m_strides[2], out, *ncp_strides(out),
-        g if backward else x, *ncp_strides(g if backward else x), grad_m if backward else out, c, p,
-        BACKWARD=backward, ACC=acc_dtype(x.dtype), BLOCK_C=block_c, BLOCK_P=block_p,
+        inp, *ncp_strides(inp), m, m_strides[0], m_strides[2], out, *ncp_strides(out),
+        features if backward else inp, *ncp_strides(features if backward else inp), grad_m if backward else out, c, p,
+        BACKWARD=backward, ACC=acc_dtype(inp.dtype), BLOCK_C=block_c, BLOCK_P=block_p,
     )
 
 
+# g (the schema's name, the paper's g(x)) is the features.
 @torch.library.custom_op("camfast::attention_branch_mix_triton", mutates_args=())
 def attention_branch_mix_triton(g: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    g, m = with_mergeable_hw(g), with_mergeable_hw(m)
-    out = empty_nchw_like(g)
-    if g.numel():
-        _launch(g, m, out)
+    features, m = with_mergeable_hw(g), with_mergeable_hw(m)
+    out = empty_nchw_like(features)
+    if features.numel():
+        _launch(features, m, out)
     return out
 
 
@@ -60,12 +67,13 @@ def attention_branch_mix_triton(g: torch.Tensor, m: torch.Tensor) -> torch.Tenso
 def attention_branch_mix_backward_triton(
     grad_out: torch.Tensor, g: torch.Tensor, m: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    grad_out, g, m = with_mergeable_hw(grad_out), with_mergeable_hw(g), with_mergeable_hw(m)
-    grad_g, grad_m = empty_nchw_like(g), m.new_empty(m.shape)
-    if g.shape[0] * g.shape[2] * g.shape[3]:
-        # The pass runs over grad_out's pixels; grad_g follows g's layout, as the fake kernel says.
-        _launch(grad_out, m, grad_g, g, grad_m)
-    return grad_g, grad_m
+    grad_out, features, m = with_mergeable_hw(grad_out), with_mergeable_hw(g), with_mergeable_hw(m)
+    grad_features, grad_m = empty_nchw_like(features), m.new_empty(m.shape)
+    if features.shape[0] * features.shape[2] * features.shape[3]:
+        # The pass runs over grad_out's pixels; grad_features follows the features' layout, as the
+        # fake kernel says.
+        _launch(grad_out, m, grad_features, features, grad_m)
+    return grad_features, grad_m
 
 
 register_attention_branch_mix("_triton")

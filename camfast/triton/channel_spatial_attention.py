@@ -17,12 +17,15 @@ from .._layout import empty_nchw_like, ncp_strides, with_mergeable_hw
 from .._registrations import register_channel_spatial_attention
 from ._utils import acc_dtype, pixel_tiles, row_tiles
 
-# What the pixel pass does after its channel sums.
-_STORE, _SIGMOID, _SIGMOID_GRAD = 0, 1, 2
+# What the pixel pass does after its channel sums (constexpr, so the kernel compares them by name).
+_STORE = tl.constexpr(0)  # keep the sums
+_SIGMOID = tl.constexpr(1)  # t = sigmoid(z)
+_SIGMOID_GRAD = tl.constexpr(2)  # u = r (1 - t) t
 
 
 @triton.jit
-def _pixel_kernel(x_ptr, x_n, x_c, x_p, y_ptr, y_n, y_c, y_p, map_ptr, t_ptr, out_ptr, o_n, o_c, o_p, C, P,
+def _pixel_kernel(x_ptr, x_stride_n, x_stride_c, x_stride_p, y_ptr, y_stride_n, y_stride_c, y_stride_p, map_ptr, t_ptr,
+                  out_ptr, out_stride_n, out_stride_c, out_stride_p, C, P,
                   REDUCE: tl.constexpr, EPILOGUE: tl.constexpr, APPLY: tl.constexpr,
                   ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """REDUCE: map[n, p] = sum_c x[c, p] * y[c, p], then the EPILOGUE (sigmoid: t = sigmoid(z);
@@ -31,27 +34,30 @@ def _pixel_kernel(x_ptr, x_n, x_c, x_p, y_ptr, y_n, y_c, y_p, map_ptr, t_ptr, ou
     ps = (tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)).to(tl.int64)
     p_ok = ps < P
     maps = map_ptr + n * P + ps
+    x_pixels = x_ptr + n * x_stride_n + ps[None, :] * x_stride_p
     if REDUCE:
+        y_pixels = y_ptr + n * y_stride_n + ps[None, :] * y_stride_p
         total = tl.zeros([BLOCK_P], ACC)
         for c0 in range(0, C, BLOCK_C):
             cs = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
             ok = (cs < C)[:, None] & p_ok[None, :]
-            x = tl.load(x_ptr + n * x_n + cs[:, None] * x_c + ps[None, :] * x_p, mask=ok, other=0.0).to(ACC)
-            y = tl.load(y_ptr + n * y_n + cs[:, None] * y_c + ps[None, :] * y_p, mask=ok, other=0.0).to(ACC)
+            x = tl.load(x_pixels + cs[:, None] * x_stride_c, mask=ok, other=0.0).to(ACC)
+            y = tl.load(y_pixels + cs[:, None] * y_stride_c, mask=ok, other=0.0).to(ACC)
             total += tl.sum(x * y, axis=0)
-        if EPILOGUE == 1:
+        if EPILOGUE == _SIGMOID:
             total = 1.0 / (1.0 + tl.exp(-total))
-        if EPILOGUE == 2:
+        if EPILOGUE == _SIGMOID_GRAD:
             t = tl.load(t_ptr + n * P + ps, mask=p_ok, other=0.0)
             total = total * ((1.0 - t) * t)
         tl.store(maps, total, mask=p_ok)
     if APPLY:
         t = tl.load(maps, mask=p_ok, other=0.0)
+        out_pixels = out_ptr + n * out_stride_n + ps[None, :] * out_stride_p
         for c0 in range(0, C, BLOCK_C):
             cs = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
             ok = (cs < C)[:, None] & p_ok[None, :]
-            x = tl.load(x_ptr + n * x_n + cs[:, None] * x_c + ps[None, :] * x_p, mask=ok, other=0.0).to(ACC)
-            tl.store(out_ptr + n * o_n + cs[:, None] * o_c + ps[None, :] * o_p, x * t[None, :], mask=ok)
+            x = tl.load(x_pixels + cs[:, None] * x_stride_c, mask=ok, other=0.0).to(ACC)
+            tl.store(out_pixels + cs[:, None] * out_stride_c, x * t[None, :], mask=ok)
 
 
 @triton.jit
@@ -94,14 +100,18 @@ def _softmax_kernel(t_ptr, r_ptr, P, BACKWARD: tl.constexpr, ACC: tl.constexpr, 
 
 
 @triton.jit
-def _input_grad_kernel(g_ptr, g_n, g_c, g_p, a_ptr, a_n, a_c, a_p, s_ptr, s_n, s_c, t_ptr, u_ptr,
-                       ga_ptr, o_n, o_c, o_p, gs_ptr, C, P,
+def _input_grad_kernel(grad_out_ptr, grad_out_stride_n, grad_out_stride_c, grad_out_stride_p,
+                       a_ptr, a_stride_n, a_stride_c, a_stride_p, s_ptr, s_stride_n, s_stride_c, t_ptr, u_ptr,
+                       grad_a_ptr, grad_a_stride_n, grad_a_stride_c, grad_a_stride_p, grad_s_ptr, C, P,
                        ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """grad_a = g t + s u and grad_s = sum_p u a, for one block of channels of one sample."""
     n = tl.program_id(0).to(tl.int64)
     cs = (tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
     c_ok = cs < C
-    s = tl.load(s_ptr + n * s_n + cs * s_c, mask=c_ok, other=0.0).to(ACC)
+    s = tl.load(s_ptr + n * s_stride_n + cs * s_stride_c, mask=c_ok, other=0.0).to(ACC)
+    grad_out_rows = grad_out_ptr + n * grad_out_stride_n + cs[:, None] * grad_out_stride_c
+    a_rows = a_ptr + n * a_stride_n + cs[:, None] * a_stride_c
+    grad_a_rows = grad_a_ptr + n * grad_a_stride_n + cs[:, None] * grad_a_stride_c
     grad_s = tl.zeros([BLOCK_C], ACC)
     for p0 in range(0, P, BLOCK_P):
         ps = (p0 + tl.arange(0, BLOCK_P)).to(tl.int64)
@@ -109,12 +119,12 @@ def _input_grad_kernel(g_ptr, g_n, g_c, g_p, a_ptr, a_n, a_c, a_p, s_ptr, s_n, s
         ok = c_ok[:, None] & p_ok[None, :]
         t = tl.load(t_ptr + n * P + ps, mask=p_ok, other=0.0)
         u = tl.load(u_ptr + n * P + ps, mask=p_ok, other=0.0)
-        g = tl.load(g_ptr + n * g_n + cs[:, None] * g_c + ps[None, :] * g_p, mask=ok, other=0.0).to(ACC)
-        a = tl.load(a_ptr + n * a_n + cs[:, None] * a_c + ps[None, :] * a_p, mask=ok, other=0.0).to(ACC)
+        g = tl.load(grad_out_rows + ps[None, :] * grad_out_stride_p, mask=ok, other=0.0).to(ACC)
+        a = tl.load(a_rows + ps[None, :] * a_stride_p, mask=ok, other=0.0).to(ACC)
         grad_a = g * t[None, :] + s[:, None] * u[None, :]
-        tl.store(ga_ptr + n * o_n + cs[:, None] * o_c + ps[None, :] * o_p, grad_a, mask=ok)
+        tl.store(grad_a_rows + ps[None, :] * grad_a_stride_p, grad_a, mask=ok)
         grad_s += tl.sum(tl.where(ok, u[None, :] * a, 0.0), axis=1)
-    tl.store(gs_ptr + n * C + cs, grad_s, mask=c_ok)
+    tl.store(grad_s_ptr + n * C + cs, grad_s, mask=c_ok)
 
 
 def _new_map(a: torch.Tensor) -> torch.Tensor:

@@ -45,16 +45,16 @@ def _tap(dst, size_in, size_out, scale, ALIGN: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
-def _upsampled(m_ptr, s_h, s_w, ys, xs, h, w, H, W, scale_h, scale_w, src_lo, src_span,
+def _upsampled(m_ptr, stride_h, stride_w, ys, xs, h, w, H, W, scale_h, scale_w, src_lo, src_span,
                ALIGN: tl.constexpr, ACC: tl.constexpr):
     """The upsampled map at pixels (ys, xs) (in range): each source tap mapped by
     (a - src_lo) / src_span, then interpolated along W within rows and along H, F.interpolate's order."""
     y0, y1, wy0, wy1 = _tap(ys, h, H, scale_h, ALIGN, ACC)
     x0, x1, wx0, wx1 = _tap(xs, w, W, scale_w, ALIGN, ACC)
-    v00 = (tl.load(m_ptr + y0 * s_h + x0 * s_w).to(ACC) - src_lo) / src_span
-    v01 = (tl.load(m_ptr + y0 * s_h + x1 * s_w).to(ACC) - src_lo) / src_span
-    v10 = (tl.load(m_ptr + y1 * s_h + x0 * s_w).to(ACC) - src_lo) / src_span
-    v11 = (tl.load(m_ptr + y1 * s_h + x1 * s_w).to(ACC) - src_lo) / src_span
+    v00 = (tl.load(m_ptr + y0 * stride_h + x0 * stride_w).to(ACC) - src_lo) / src_span
+    v01 = (tl.load(m_ptr + y0 * stride_h + x1 * stride_w).to(ACC) - src_lo) / src_span
+    v10 = (tl.load(m_ptr + y1 * stride_h + x0 * stride_w).to(ACC) - src_lo) / src_span
+    v11 = (tl.load(m_ptr + y1 * stride_h + x1 * stride_w).to(ACC) - src_lo) / src_span
     return (v00 * wx0 + v01 * wx1) * wy0 + (v10 * wx0 + v11 * wx1) * wy1
 
 
@@ -69,11 +69,11 @@ def _extrema(v, ok, lo, hi, has_nan):
 
 
 @triton.jit
-def _stats_kernel(act_ptr, stats_ptr, const_ptr, K, a_n, a_k, a_h, a_w, h, w, H, W, scale_h: tl.float64,
-                  scale_w: tl.float64, FEATURE: tl.constexpr, ALIGN: tl.constexpr, ACC: tl.constexpr,
-                  SOURCE_BLOCK: tl.constexpr, BLOCK: tl.constexpr):
+def _stats_kernel(act_ptr, stats_ptr, const_ptr, K, act_stride_n, act_stride_k, act_stride_h, act_stride_w,
+                  h, w, H, W, scale_h: tl.float64, scale_w: tl.float64, FEATURE: tl.constexpr, ALIGN: tl.constexpr,
+                  ACC: tl.constexpr, SOURCE_BLOCK: tl.constexpr, BLOCK: tl.constexpr):
     r = tl.program_id(0).to(tl.int64)
-    m_ptr = act_ptr + (r // K) * a_n + (r % K) * a_k
+    m_ptr = act_ptr + (r // K) * act_stride_n + (r % K) * act_stride_k
     # (tl.full casts the float64 scales to ACC; the interpreter passes them as Python floats.)
     sh, sw = tl.full([], scale_h, ACC), tl.full([], scale_w, ACC)
     lo = tl.full([], float("inf"), ACC)
@@ -82,7 +82,7 @@ def _stats_kernel(act_ptr, stats_ptr, const_ptr, K, a_n, a_k, a_h, a_w, h, w, H,
     for p0 in range(0, h * w, SOURCE_BLOCK):
         ps = p0 + tl.arange(0, SOURCE_BLOCK)
         ok = ps < h * w
-        v = tl.load(m_ptr + (ps // w) * a_h + (ps % w) * a_w, mask=ok, other=0.0).to(ACC)
+        v = tl.load(m_ptr + (ps // w) * act_stride_h + (ps % w) * act_stride_w, mask=ok, other=0.0).to(ACC)
         lo, hi, has_nan = _extrema(v, ok, lo, hi, has_nan)
     constant = (has_nan == 0) & (lo == hi)
     nan = tl.full([], float("nan"), ACC)
@@ -102,7 +102,8 @@ def _stats_kernel(act_ptr, stats_ptr, const_ptr, K, a_n, a_k, a_h, a_w, h, w, H,
             ps = p0 + tl.arange(0, BLOCK)
             ok = ps < H * W
             inside = tl.minimum(ps, H * W - 1)  # the tail recomputes the last pixel, counted nowhere
-            up = _upsampled(m_ptr, a_h, a_w, inside // W, inside % W, h, w, H, W, sh, sw, zero, one, ALIGN, ACC)
+            up = _upsampled(m_ptr, act_stride_h, act_stride_w, inside // W, inside % W, h, w, H, W, sh, sw, zero, one,
+                            ALIGN, ACC)
             lo, hi, has_nan = _extrema(up, ok, lo, hi, has_nan)
         constant = (has_nan == 0) & (lo == hi)
         up_lo = tl.where(has_nan > 0, nan, lo)
@@ -115,7 +116,9 @@ def _stats_kernel(act_ptr, stats_ptr, const_ptr, K, a_n, a_k, a_h, a_w, h, w, H,
 
 
 @triton.jit
-def _masks_kernel(act_ptr, img_ptr, out_ptr, stats_ptr, const_ptr, K, C, a_n, a_k, a_h, a_w, i_n, i_c, i_p,
+def _masks_kernel(act_ptr, img_ptr, out_ptr, stats_ptr, const_ptr, K, C,
+                  act_stride_n, act_stride_k, act_stride_h, act_stride_w,
+                  image_stride_n, image_stride_c, image_stride_p,
                   h, w, H, W, scale_h: tl.float64, scale_w: tl.float64, ALIGN: tl.constexpr, ACC: tl.constexpr,
                   BLOCK: tl.constexpr):
     r = tl.program_id(0).to(tl.int64)
@@ -129,12 +132,13 @@ def _masks_kernel(act_ptr, img_ptr, out_ptr, stats_ptr, const_ptr, K, C, a_n, a_
     constant = tl.load(const_ptr + r)
     n = r // K
     inside = tl.minimum(ps, H * W - 1)  # the tail recomputes the last pixel, stored nowhere
-    up = _upsampled(act_ptr + n * a_n + (r % K) * a_k, a_h, a_w, inside // W, inside % W, h, w, H, W,
-                    sh, sw, src_lo, src_span, ALIGN, ACC)
+    m_ptr = act_ptr + n * act_stride_n + (r % K) * act_stride_k
+    up = _upsampled(m_ptr, act_stride_h, act_stride_w, inside // W, inside % W, h, w, H, W, sh, sw, src_lo, src_span,
+                    ALIGN, ACC)
     mask = tl.where(constant, 0.0, (up - up_lo) / up_span)
     out_row = out_ptr + r * C * H * W
     for c in range(C):
-        v = tl.load(img_ptr + n * i_n + c * i_c + ps * i_p, mask=ok, other=0.0).to(ACC)
+        v = tl.load(img_ptr + n * image_stride_n + c * image_stride_c + ps * image_stride_p, mask=ok, other=0.0).to(ACC)
         tl.store(out_row + c * H * W + ps, (mask * v).to(out_ptr.dtype.element_ty), mask=ok)
 
 

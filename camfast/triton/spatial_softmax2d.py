@@ -29,11 +29,11 @@ def _coordinate(k, size, NORMALIZED: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
-def _tile(x_ptr, rows, c_ok, p0, P, s_p, inv_t, ACC: tl.constexpr, BLOCK_P: tl.constexpr):
+def _tile(x_ptr, rows, c_ok, p0, P, x_stride_p, inv_t, ACC: tl.constexpr, BLOCK_P: tl.constexpr):
     """z = x / T for one [BLOCK_C, BLOCK_P] tile (-inf outside the tensor), and the pixel indices."""
     ps = p0 + tl.arange(0, BLOCK_P)
     ok = c_ok[:, None] & (ps < P)[None, :]
-    v = tl.load(rows + ps.to(tl.int64)[None, :] * s_p, mask=ok, other=float("-inf")).to(ACC)
+    v = tl.load(rows + ps.to(tl.int64)[None, :] * x_stride_p, mask=ok, other=float("-inf")).to(ACC)
     return v * inv_t[:, None], ps, ok
 
 
@@ -61,34 +61,37 @@ def _finish(m, s, has_nan):
 
 
 @triton.jit
-def _softmax_forward_kernel(x_ptr, out_ptr, max_ptr, sum_ptr, C, P, s_n, s_c, s_p, o_n, o_c, o_p,
-                            inv_t: tl.float64, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+def _softmax_forward_kernel(x_ptr, out_ptr, max_ptr, sum_ptr, C, P, x_stride_n, x_stride_c, x_stride_p,
+                            out_stride_n, out_stride_c, out_stride_p, inv_t: tl.float64,
+                            ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = cs < C
-    rows = x_ptr + n * s_n + cs.to(tl.int64)[:, None] * s_c
+    rows = x_ptr + n * x_stride_n + cs.to(tl.int64)[:, None] * x_stride_c
     inv = tl.full([BLOCK_C], inv_t, ACC)
     m = tl.full([BLOCK_C], float("-inf"), ACC)
     s = tl.zeros([BLOCK_C], ACC)
     has_nan = tl.zeros([BLOCK_C], tl.int32)
     for p0 in range(0, P, BLOCK_P):
-        z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, s_p, inv, ACC, BLOCK_P)
+        z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, x_stride_p, inv, ACC, BLOCK_P)
         m, has_nan, shift, alpha = _online_max(m, has_nan, z)
         s = s * alpha + tl.sum(tl.exp(z - shift[:, None]), axis=1)
     m, s = _finish(m, s, has_nan)
     r = n * C + cs
     tl.store(max_ptr + r, m, mask=c_ok)
     tl.store(sum_ptr + r, s, mask=c_ok)
-    out_rows = out_ptr + n * o_n + cs.to(tl.int64)[:, None] * o_c
+    out_rows = out_ptr + n * out_stride_n + cs.to(tl.int64)[:, None] * out_stride_c
     for p0 in range(0, P, BLOCK_P):
-        z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, s_p, inv, ACC, BLOCK_P)
+        z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, x_stride_p, inv, ACC, BLOCK_P)
         p = tl.exp(z - m[:, None]) / s[:, None]
-        tl.store(out_rows + ps.to(tl.int64)[None, :] * o_p, p, mask=ok)
+        tl.store(out_rows + ps.to(tl.int64)[None, :] * out_stride_p, p, mask=ok)
 
 
 @triton.jit
-def _softmax_backward_kernel(g_ptr, x_ptr, max_ptr, sum_ptr, gx_ptr, C, P, g_n, g_c, g_p, s_n, s_c, s_p,
-                             o_n, o_c, o_p, inv_t: tl.float64,
+def _softmax_backward_kernel(grad_out_ptr, x_ptr, max_ptr, sum_ptr, grad_x_ptr, C, P,
+                             grad_out_stride_n, grad_out_stride_c, grad_out_stride_p,
+                             x_stride_n, x_stride_c, x_stride_p,
+                             grad_x_stride_n, grad_x_stride_c, grad_x_stride_p, inv_t: tl.float64,
                              ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -97,30 +100,30 @@ def _softmax_backward_kernel(g_ptr, x_ptr, max_ptr, sum_ptr, gx_ptr, C, P, g_n, 
     m = tl.load(max_ptr + r, mask=c_ok, other=0.0)
     s = tl.load(sum_ptr + r, mask=c_ok, other=1.0)
     inv = tl.full([BLOCK_C], inv_t, ACC)
-    rows = x_ptr + n * s_n + cs.to(tl.int64)[:, None] * s_c
-    g_rows = g_ptr + n * g_n + cs.to(tl.int64)[:, None] * g_c
+    rows = x_ptr + n * x_stride_n + cs.to(tl.int64)[:, None] * x_stride_c
+    grad_out_rows = grad_out_ptr + n * grad_out_stride_n + cs.to(tl.int64)[:, None] * grad_out_stride_c
     dot = tl.zeros([BLOCK_C], ACC)
     for p0 in range(0, P, BLOCK_P):
-        z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, s_p, inv, ACC, BLOCK_P)
-        g = tl.load(g_rows + ps.to(tl.int64)[None, :] * g_p, mask=ok, other=0.0).to(ACC)
+        z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, x_stride_p, inv, ACC, BLOCK_P)
+        g = tl.load(grad_out_rows + ps.to(tl.int64)[None, :] * grad_out_stride_p, mask=ok, other=0.0).to(ACC)
         dot += tl.sum(tl.where(ok, g * tl.exp(z - m[:, None]) / s[:, None], 0.0), axis=1)
-    out_rows = gx_ptr + n * o_n + cs.to(tl.int64)[:, None] * o_c
+    out_rows = grad_x_ptr + n * grad_x_stride_n + cs.to(tl.int64)[:, None] * grad_x_stride_c
     for p0 in range(0, P, BLOCK_P):
-        z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, s_p, inv, ACC, BLOCK_P)
-        g = tl.load(g_rows + ps.to(tl.int64)[None, :] * g_p, mask=ok, other=0.0).to(ACC)
+        z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, x_stride_p, inv, ACC, BLOCK_P)
+        g = tl.load(grad_out_rows + ps.to(tl.int64)[None, :] * grad_out_stride_p, mask=ok, other=0.0).to(ACC)
         y = tl.exp(z - m[:, None]) / s[:, None]
-        tl.store(out_rows + ps.to(tl.int64)[None, :] * o_p, inv[:, None] * y * (g - dot[:, None]), mask=ok)
+        tl.store(out_rows + ps.to(tl.int64)[None, :] * grad_x_stride_p, inv[:, None] * y * (g - dot[:, None]), mask=ok)
 
 
 @triton.jit
-def _argmax_forward_kernel(x_ptr, out_ptr, max_ptr, sum_ptr, C, H, W, s_n, s_c, s_p, inv_t: tl.float64,
-                           NORMALIZED: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
+def _argmax_forward_kernel(x_ptr, out_ptr, max_ptr, sum_ptr, C, H, W, x_stride_n, x_stride_c, x_stride_p,
+                           inv_t: tl.float64, NORMALIZED: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
                            BLOCK_P: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = cs < C
     P = H * W
-    rows = x_ptr + n * s_n + cs.to(tl.int64)[:, None] * s_c
+    rows = x_ptr + n * x_stride_n + cs.to(tl.int64)[:, None] * x_stride_c
     inv = tl.full([BLOCK_C], inv_t, ACC)
     m = tl.full([BLOCK_C], float("-inf"), ACC)
     s = tl.zeros([BLOCK_C], ACC)
@@ -128,7 +131,7 @@ def _argmax_forward_kernel(x_ptr, out_ptr, max_ptr, sum_ptr, C, H, W, s_n, s_c, 
     sy = tl.zeros([BLOCK_C], ACC)
     has_nan = tl.zeros([BLOCK_C], tl.int32)
     for p0 in range(0, P, BLOCK_P):
-        z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, s_p, inv, ACC, BLOCK_P)
+        z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, x_stride_p, inv, ACC, BLOCK_P)
         m, has_nan, shift, alpha = _online_max(m, has_nan, z)
         e = tl.exp(z - shift[:, None])
         cx = _coordinate(ps % W, W, NORMALIZED, ACC)
@@ -145,8 +148,9 @@ def _argmax_forward_kernel(x_ptr, out_ptr, max_ptr, sum_ptr, C, H, W, s_n, s_c, 
 
 
 @triton.jit
-def _argmax_backward_kernel(g_ptr, out_ptr, x_ptr, max_ptr, sum_ptr, gx_ptr, C, H, W, s_n, s_c, s_p,
-                            o_n, o_c, o_p, inv_t: tl.float64, NORMALIZED: tl.constexpr, ACC: tl.constexpr,
+def _argmax_backward_kernel(grad_out_ptr, out_ptr, x_ptr, max_ptr, sum_ptr, grad_x_ptr, C, H, W,
+                            x_stride_n, x_stride_c, x_stride_p, grad_x_stride_n, grad_x_stride_c, grad_x_stride_p,
+                            inv_t: tl.float64, NORMALIZED: tl.constexpr, ACC: tl.constexpr,
                             BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -155,22 +159,22 @@ def _argmax_backward_kernel(g_ptr, out_ptr, x_ptr, max_ptr, sum_ptr, gx_ptr, C, 
     r = n * C + cs
     m = tl.load(max_ptr + r, mask=c_ok, other=0.0)
     s = tl.load(sum_ptr + r, mask=c_ok, other=1.0)
-    g_x = tl.load(g_ptr + 2 * r, mask=c_ok, other=0.0)
-    g_y = tl.load(g_ptr + 2 * r + 1, mask=c_ok, other=0.0)
+    g_x = tl.load(grad_out_ptr + 2 * r, mask=c_ok, other=0.0)
+    g_y = tl.load(grad_out_ptr + 2 * r + 1, mask=c_ok, other=0.0)
     # g_x E_x + g_y E_y: the part of the gradient shared by the whole row.
     shared = g_x * tl.load(out_ptr + 2 * r, mask=c_ok, other=0.0) + g_y * tl.load(out_ptr + 2 * r + 1, mask=c_ok,
                                                                                    other=0.0)
     inv = tl.full([BLOCK_C], inv_t, ACC)
     k = inv / s
-    rows = x_ptr + n * s_n + cs.to(tl.int64)[:, None] * s_c
-    out_rows = gx_ptr + n * o_n + cs.to(tl.int64)[:, None] * o_c
+    rows = x_ptr + n * x_stride_n + cs.to(tl.int64)[:, None] * x_stride_c
+    out_rows = grad_x_ptr + n * grad_x_stride_n + cs.to(tl.int64)[:, None] * grad_x_stride_c
     for p0 in range(0, P, BLOCK_P):
-        z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, s_p, inv, ACC, BLOCK_P)
+        z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, x_stride_p, inv, ACC, BLOCK_P)
         cx = _coordinate(ps % W, W, NORMALIZED, ACC)
         cy = _coordinate(ps // W, H, NORMALIZED, ACC)
         direction = g_x[:, None] * cx[None, :] + g_y[:, None] * cy[None, :] - shared[:, None]
         grad = k[:, None] * tl.exp(z - m[:, None]) * direction
-        tl.store(out_rows + ps.to(tl.int64)[None, :] * o_p, grad, mask=ok)
+        tl.store(out_rows + ps.to(tl.int64)[None, :] * grad_x_stride_p, grad, mask=ok)
 
 
 def _launch(kernel, x, *args, **meta):

@@ -12,19 +12,19 @@ from ._utils import acc_dtype, row_tiles
 
 
 @triton.jit
-def _forward_kernel(x_ptr, out_ptr, thr_ptr, cnt_ptr, C, P, s_n, s_c, s_p, tau: tl.float64,
+def _forward_kernel(x_ptr, out_ptr, thr_ptr, cnt_ptr, C, P, x_stride_n, x_stride_c, x_stride_p, tau: tl.float64,
                     ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = cs < C
-    rows = x_ptr + n * s_n + cs.to(tl.int64)[:, None] * s_c
+    rows = x_ptr + n * x_stride_n + cs.to(tl.int64)[:, None] * x_stride_c
     # NaN-propagating max: tl.max drops NaN, so it is tracked beside the maximum.
     row_max = tl.full([BLOCK_C], float("-inf"), ACC)
     has_nan = tl.zeros([BLOCK_C], tl.int32)
     for p0 in range(0, P, BLOCK_P):
         ps = p0 + tl.arange(0, BLOCK_P)
         ok = c_ok[:, None] & (ps < P)[None, :]
-        v = tl.load(rows + ps.to(tl.int64)[None, :] * s_p, mask=ok, other=float("-inf")).to(ACC)
+        v = tl.load(rows + ps.to(tl.int64)[None, :] * x_stride_p, mask=ok, other=float("-inf")).to(ACC)
         is_nan = v != v
         has_nan = tl.maximum(has_nan, tl.max(is_nan.to(tl.int32), axis=1))
         row_max = tl.maximum(row_max, tl.max(tl.where(is_nan, float("-inf"), v), axis=1))
@@ -38,7 +38,7 @@ def _forward_kernel(x_ptr, out_ptr, thr_ptr, cnt_ptr, C, P, s_n, s_c, s_p, tau: 
     for p0 in range(0, P, BLOCK_P):
         ps = p0 + tl.arange(0, BLOCK_P)
         ok = c_ok[:, None] & (ps < P)[None, :]
-        v = tl.load(rows + ps.to(tl.int64)[None, :] * s_p, mask=ok, other=float("-inf")).to(ACC)
+        v = tl.load(rows + ps.to(tl.int64)[None, :] * x_stride_p, mask=ok, other=float("-inf")).to(ACC)
         keep = v > t_acc[:, None]
         total += tl.sum(tl.where(keep, v, 0.0), axis=1)
         count += tl.sum((keep & (v > 0.0)).to(tl.int32), axis=1)
@@ -49,7 +49,8 @@ def _forward_kernel(x_ptr, out_ptr, thr_ptr, cnt_ptr, C, P, s_n, s_c, s_p, tau: 
 
 
 @triton.jit
-def _backward_kernel(g_ptr, x_ptr, thr_ptr, cnt_ptr, gx_ptr, C, P, s_n, s_c, s_p, o_n, o_c, o_p,
+def _backward_kernel(grad_out_ptr, x_ptr, thr_ptr, cnt_ptr, grad_x_ptr, C, P, x_stride_n, x_stride_c, x_stride_p,
+                     grad_x_stride_n, grad_x_stride_c, grad_x_stride_p,
                      ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -57,15 +58,15 @@ def _backward_kernel(g_ptr, x_ptr, thr_ptr, cnt_ptr, gx_ptr, C, P, s_n, s_c, s_p
     r = n * C + cs
     t = tl.load(thr_ptr + r, mask=c_ok).to(ACC)
     count = tl.maximum(tl.load(cnt_ptr + r, mask=c_ok, other=1), 1)
-    kept = (tl.load(g_ptr + r, mask=c_ok).to(ACC) / count.to(ACC)).to(gx_ptr.dtype.element_ty)
-    rows = x_ptr + n * s_n + cs.to(tl.int64)[:, None] * s_c
-    out_rows = gx_ptr + n * o_n + cs.to(tl.int64)[:, None] * o_c
+    kept = (tl.load(grad_out_ptr + r, mask=c_ok).to(ACC) / count.to(ACC)).to(grad_x_ptr.dtype.element_ty)
+    rows = x_ptr + n * x_stride_n + cs.to(tl.int64)[:, None] * x_stride_c
+    out_rows = grad_x_ptr + n * grad_x_stride_n + cs.to(tl.int64)[:, None] * grad_x_stride_c
     for p0 in range(0, P, BLOCK_P):
         ps = (p0 + tl.arange(0, BLOCK_P)).to(tl.int64)
         ok = c_ok[:, None] & (ps < P)[None, :]
-        v = tl.load(rows + ps[None, :] * s_p, mask=ok).to(ACC)
+        v = tl.load(rows + ps[None, :] * x_stride_p, mask=ok).to(ACC)
         grad = tl.where(v > t[:, None], kept[:, None], 0.0)
-        tl.store(out_rows + ps[None, :] * o_p, grad, mask=ok)
+        tl.store(out_rows + ps[None, :] * grad_x_stride_p, grad, mask=ok)
 
 
 def _grid(x: torch.Tensor, block_c: int):

@@ -15,10 +15,10 @@ namespace camfast {
 
 struct NCP {
   int64_t N, C, P;     // sizes
-  int64_t sN, sC, sP;  // strides in elements
+  int64_t stride_n, stride_c, stride_p;  // in elements
 
   // Channels are the innermost axis: loops vectorise over C instead of over P.
-  bool channels_inner() const { return sC == 1 && P > 1 && sP != 1; }
+  bool channels_inner() const { return stride_c == 1 && P > 1 && stride_p != 1; }
 };
 
 inline bool spatial_axes_merge(const torch::stable::Tensor& x) {
@@ -32,8 +32,8 @@ inline torch::stable::Tensor with_mergeable_hw(const torch::stable::Tensor& x) {
 
 inline NCP ncp_view(const torch::stable::Tensor& x) {
   const int64_t W = x.size(3);
-  const int64_t sP = x.size(3) == 1 ? x.stride(2) : x.stride(3);
-  return NCP{x.size(0), x.size(1), x.size(2) * W, x.stride(0), x.stride(1), sP};
+  const int64_t stride_p = x.size(3) == 1 ? x.stride(2) : x.stride(3);
+  return NCP{x.size(0), x.size(1), x.size(2) * W, x.stride(0), x.stride(1), stride_p};
 }
 
 // An uninitialised tensor shaped like x, channels_last when x's channels are innermost (on CPU,

@@ -35,57 +35,57 @@ template <class T> void make_mask(T* sel, int64_t P, double ratio) {
 template <class T> void forward(const adl::ForwardIO& io, double ratio) {
   using A = acc_t<T>;
   const NCP &v = io.v, &o = io.o;
-  const T* xp = io.x.const_data_ptr<T>();
-  T* op = io.out.mutable_data_ptr<T>();
-  T* sp = io.sel.mutable_data_ptr<T>();
-  const auto* dp = static_cast<const uint8_t*>(io.drop.const_data_ptr());
+  const T* x_ptr = io.x.const_data_ptr<T>();
+  T* out_ptr = io.out.mutable_data_ptr<T>();
+  T* sel_ptr = io.sel.mutable_data_ptr<T>();
+  const auto* drop_ptr = static_cast<const uint8_t*>(io.drop.const_data_ptr());
   const int64_t block = cpu::pixels_per_block(v, sizeof(T));
   cpu::dispatch_unit(cpu::unit_axis({v, o}), [&](auto unit) {
     constexpr Unit U = decltype(unit)::value;
     // out = x * sel over the pixels [p0, p1) of sample n; s[i] is sel at p0 + i.
     const auto scale = [&](int64_t n, int64_t p0, int64_t p1, const A* s) {
-      const auto x = cpu::plane<U>(xp, v, n);
-      const auto out = cpu::plane<U>(op, o, n);
+      const auto x = cpu::plane<U>(x_ptr, v, n);
+      const auto out = cpu::plane<U>(out_ptr, o, n);
       cpu::for_each_in_block<U>(v, p0, p1, [&](int64_t c, int64_t p) {
         out(c, p) = adl::scaled<T>(A(x(c, p)), s[p - p0], A(0));
       });
     };
     // sel over the pixels [p0, p1) of sample n: the channel mean (drop branch, until the mask
     // replaces it) or its sigmoid; the importance branch also writes out, while the block is in cache.
-    const auto first = [&](int64_t n, int64_t p0, int64_t p1) {
-      const auto x = cpu::plane<U>(xp, v, n);
-      const bool drop = dp[n] != 0;
+    const auto means_and_importance = [&](int64_t n, int64_t p0, int64_t p1) {
+      const auto x = cpu::plane<U>(x_ptr, v, n);
+      const bool drop = drop_ptr[n] != 0;
       std::vector<A> s(p1 - p0);
       cpu::channel_sums<U>(v, p0, p1, s.data(), [&](int64_t c, int64_t p) { return A(x(c, p)); });
       for (int64_t p = p0; p < p1; ++p) {
         const T a = adl::channel_mean<T>(s[p - p0], v.C);
-        sp[n * v.P + p] = drop ? a : adl::importance(a);
-        s[p - p0] = A(sp[n * v.P + p]);
+        sel_ptr[n * v.P + p] = drop ? a : adl::importance(a);
+        s[p - p0] = A(sel_ptr[n * v.P + p]);
       }
       if (!drop) scale(n, p0, p1, s.data());
     };
     // The drop branch's output, once sel holds the mask.
-    const auto second = [&](int64_t n, int64_t p0, int64_t p1) {
-      if (!dp[n]) return;
-      std::vector<A> s(sp + n * v.P + p0, sp + n * v.P + p1);
+    const auto apply_mask = [&](int64_t n, int64_t p0, int64_t p1) {
+      if (!drop_ptr[n]) return;
+      std::vector<A> s(sel_ptr + n * v.P + p0, sel_ptr + n * v.P + p1);
       scale(n, p0, p1, s.data());
     };
     if (v.N < int64_t(torch::stable::get_num_threads())) {
       // Fewer samples than threads: blocks of pixels in parallel, in two rounds around the masks.
-      cpu::parallel_pixel_blocks(v, block, first);
+      cpu::parallel_pixel_blocks(v, block, means_and_importance);
       for (int64_t n = 0; n < v.N; ++n) {
-        if (dp[n]) make_mask(sp + n * v.P, v.P, ratio);
+        if (drop_ptr[n]) make_mask(sel_ptr + n * v.P, v.P, ratio);
       }
-      cpu::parallel_pixel_blocks(v, block, second);
+      cpu::parallel_pixel_blocks(v, block, apply_mask);
       return;
     }
     // One sample per task, so that the drop branch's second pass finds x[n] still in cache.
     torch::stable::parallel_for(0, v.N, 1, [&](int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; ++n) {
-        for (int64_t p0 = 0; p0 < v.P; p0 += block) first(n, p0, std::min(v.P, p0 + block));
-        if (!dp[n]) continue;
-        make_mask(sp + n * v.P, v.P, ratio);
-        for (int64_t p0 = 0; p0 < v.P; p0 += block) second(n, p0, std::min(v.P, p0 + block));
+        for (int64_t p0 = 0; p0 < v.P; p0 += block) means_and_importance(n, p0, std::min(v.P, p0 + block));
+        if (!drop_ptr[n]) continue;
+        make_mask(sel_ptr + n * v.P, v.P, ratio);
+        for (int64_t p0 = 0; p0 < v.P; p0 += block) apply_mask(n, p0, std::min(v.P, p0 + block));
       }
     });
   });
@@ -96,20 +96,20 @@ template <class T> void forward(const adl::ForwardIO& io, double ratio) {
 template <class T> void backward(const adl::BackwardIO& io) {
   using A = acc_t<T>;
   const NCP &gv = io.g, &v = io.v, &o = io.o;
-  const T* gp = io.grad_out.const_data_ptr<T>();
-  const T* xp = io.x.const_data_ptr<T>();
-  const T* sp = io.sel.const_data_ptr<T>();
-  const auto* dp = static_cast<const uint8_t*>(io.drop.const_data_ptr());
-  T* gxp = io.grad_x.mutable_data_ptr<T>();
+  const T* grad_out_ptr = io.grad_out.const_data_ptr<T>();
+  const T* x_ptr = io.x.const_data_ptr<T>();
+  const T* sel_ptr = io.sel.const_data_ptr<T>();
+  const auto* drop_ptr = static_cast<const uint8_t*>(io.drop.const_data_ptr());
+  T* grad_x_ptr = io.grad_x.mutable_data_ptr<T>();
   cpu::dispatch_unit(cpu::unit_axis({v, gv, o}), [&](auto unit) {
     constexpr Unit U = decltype(unit)::value;
     cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
-      const auto g = cpu::plane<U>(gp, gv, n);
-      const auto gx = cpu::plane<U>(gxp, o, n);
-      const T* sel = sp + n * v.P;
+      const auto g = cpu::plane<U>(grad_out_ptr, gv, n);
+      const auto gx = cpu::plane<U>(grad_x_ptr, o, n);
+      const T* sel = sel_ptr + n * v.P;
       std::vector<A> shift(p1 - p0, A(0));
-      if (!dp[n]) {
-        const auto x = cpu::plane<U>(xp, v, n);
+      if (!drop_ptr[n]) {
+        const auto x = cpu::plane<U>(x_ptr, v, n);
         cpu::channel_sums<U>(v, p0, p1, shift.data(), [&](int64_t c, int64_t p) { return A(g(c, p)) * A(x(c, p)); });
         for (int64_t p = p0; p < p1; ++p) shift[p - p0] = adl::importance_shift(A(sel[p]), shift[p - p0], v.C);
       }

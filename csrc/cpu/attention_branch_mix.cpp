@@ -1,7 +1,7 @@
 // ABN's attention mix (1 + m) * g on the CPU: forward and backward, NCHW and channels_last in place.
 //
-// Forward and backward are one sweep each over blocks of pixels; the backward writes grad_g and
-// sums grad_m = sum_c d g in the same loop.
+// Forward and backward are one sweep each over blocks of pixels; the backward writes the features'
+// gradient and sums grad_m = sum_c d features in the same loop (d: the incoming gradient).
 #include <tuple>
 #include <vector>
 
@@ -23,67 +23,73 @@ using cpu::Unit;
 // (1 + m) over the pixels [p0, p1) of sample n.
 template <class T> std::vector<acc_t<T>> gains(const T* m, const NCP& mv, int64_t n, int64_t p0, int64_t p1) {
   std::vector<acc_t<T>> out(p1 - p0);
-  for (int64_t p = p0; p < p1; ++p) out[p - p0] = abn::gain(acc_t<T>(m[n * mv.sN + p * mv.sP]));
+  for (int64_t p = p0; p < p1; ++p) {
+    out[p - p0] = attention_branch_mix::gain(acc_t<T>(m[n * mv.stride_n + p * mv.stride_p]));
+  }
   return out;
 }
 
-template <class T> void forward(const abn::ForwardIO& io) {
+template <class T> void forward(const attention_branch_mix::ForwardIO& io) {
   using A = acc_t<T>;
   const NCP &v = io.v, &o = io.o;
-  const T* gp = io.g.const_data_ptr<T>();
-  const T* mp = io.m.const_data_ptr<T>();
-  T* op = io.out.mutable_data_ptr<T>();
+  const T* features_ptr = io.features.const_data_ptr<T>();
+  const T* m_ptr = io.m.const_data_ptr<T>();
+  T* out_ptr = io.out.mutable_data_ptr<T>();
   cpu::dispatch_unit(cpu::unit_axis({v, o}), [&](auto unit) {
     constexpr Unit U = decltype(unit)::value;
     cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
-      const std::vector<A> k = gains(mp, io.mv, n, p0, p1);
-      const auto g = cpu::plane<U>(gp, v, n);
-      const auto out = cpu::plane<U>(op, o, n);
-      cpu::for_each_in_block<U>(v, p0, p1, [&](int64_t c, int64_t p) { out(c, p) = T(k[p - p0] * A(g(c, p))); });
+      const std::vector<A> gain = gains(m_ptr, io.mv, n, p0, p1);
+      const auto features = cpu::plane<U>(features_ptr, v, n);
+      const auto out = cpu::plane<U>(out_ptr, o, n);
+      cpu::for_each_in_block<U>(v, p0, p1, [&](int64_t c, int64_t p) {
+        out(c, p) = T(gain[p - p0] * A(features(c, p)));
+      });
     });
   });
 }
 
-template <class T> void backward(const abn::BackwardIO& io) {
+template <class T> void backward(const attention_branch_mix::BackwardIO& io) {
   using A = acc_t<T>;
-  const NCP &v = io.v, &dv = io.d, &o = io.o;
-  const T* dp = io.grad_out.const_data_ptr<T>();
-  const T* gp = io.g.const_data_ptr<T>();
-  const T* mp = io.m.const_data_ptr<T>();
-  T* ggp = io.grad_g.mutable_data_ptr<T>();
-  T* gmp = io.grad_m.mutable_data_ptr<T>();
-  cpu::dispatch_unit(cpu::unit_axis({v, dv, o}), [&](auto unit) {
+  const NCP &v = io.v, &gv = io.g, &o = io.o;
+  const T* grad_out_ptr = io.grad_out.const_data_ptr<T>();
+  const T* features_ptr = io.features.const_data_ptr<T>();
+  const T* m_ptr = io.m.const_data_ptr<T>();
+  T* grad_features_ptr = io.grad_features.mutable_data_ptr<T>();
+  T* grad_m_ptr = io.grad_m.mutable_data_ptr<T>();
+  cpu::dispatch_unit(cpu::unit_axis({v, gv, o}), [&](auto unit) {
     constexpr Unit U = decltype(unit)::value;
     cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
-      const std::vector<A> k = gains(mp, io.mv, n, p0, p1);
-      const auto g = cpu::plane<U>(gp, v, n);
-      const auto d = cpu::plane<U>(dp, dv, n);
-      const auto gg = cpu::plane<U>(ggp, o, n);
-      std::vector<A> r(p1 - p0);
-      cpu::channel_sums<U>(v, p0, p1, r.data(), [&](int64_t c, int64_t p) {
-        const A dcp = A(d(c, p));
-        gg(c, p) = T(k[p - p0] * dcp);
-        return dcp * A(g(c, p));
+      const std::vector<A> gain = gains(m_ptr, io.mv, n, p0, p1);
+      const auto features = cpu::plane<U>(features_ptr, v, n);
+      const auto grad = cpu::plane<U>(grad_out_ptr, gv, n);
+      const auto grad_features = cpu::plane<U>(grad_features_ptr, o, n);
+      std::vector<A> grad_m(p1 - p0);
+      cpu::channel_sums<U>(v, p0, p1, grad_m.data(), [&](int64_t c, int64_t p) {
+        const A d = A(grad(c, p));
+        grad_features(c, p) = T(gain[p - p0] * d);
+        return d * A(features(c, p));
       });
-      for (int64_t p = p0; p < p1; ++p) gmp[n * v.P + p] = T(r[p - p0]);
+      for (int64_t p = p0; p < p1; ++p) grad_m_ptr[n * v.P + p] = T(grad_m[p - p0]);
     });
   });
 }
 
 Tensor attention_branch_mix_cpu(Tensor g, Tensor m) {
-  const abn::ForwardIO io = abn::prepare_forward(g, m);
-  if (io.g.numel() > 0) {
-    dispatch_floating(io.g.scalar_type(), abn::kOp, [&](auto tag) { forward<decltype(tag)>(io); });
+  const attention_branch_mix::ForwardIO io = attention_branch_mix::prepare_forward(g, m);
+  if (io.features.numel() > 0) {
+    dispatch_floating(io.features.scalar_type(), attention_branch_mix::kOp,
+                      [&](auto tag) { forward<decltype(tag)>(io); });
   }
   return io.out;
 }
 
 std::tuple<Tensor, Tensor> attention_branch_mix_backward_cpu(Tensor grad_out, Tensor g, Tensor m) {
-  const abn::BackwardIO io = abn::prepare_backward(grad_out, g, m);
+  const attention_branch_mix::BackwardIO io = attention_branch_mix::prepare_backward(grad_out, g, m);
   if (io.v.N * io.v.P > 0) {
-    dispatch_floating(io.g.scalar_type(), abn::kOp, [&](auto tag) { backward<decltype(tag)>(io); });
+    dispatch_floating(io.features.scalar_type(), attention_branch_mix::kOp,
+                      [&](auto tag) { backward<decltype(tag)>(io); });
   }
-  return {io.grad_g, io.grad_m};
+  return {io.grad_features, io.grad_m};
 }
 
 }  // namespace

@@ -23,9 +23,10 @@ using torch::stable::Tensor;
 using cpu::Unit;
 
 // s[n, :] in the accumulation type.
-template <class T> std::vector<acc_t<T>> weights_of(const T* s, csa::Weights w, int64_t n, int64_t C) {
+template <class T>
+std::vector<acc_t<T>> weights_of(const T* s, channel_spatial_attention::Weights w, int64_t n, int64_t C) {
   std::vector<acc_t<T>> out(C);
-  for (int64_t c = 0; c < C; ++c) out[c] = acc_t<T>(s[n * w.sN + c * w.sC]);
+  for (int64_t c = 0; c < C; ++c) out[c] = acc_t<T>(s[n * w.stride_n + c * w.stride_c]);
   return out;
 }
 
@@ -39,29 +40,29 @@ template <class A> void softmax_in_place(A* z, int64_t P) {
   for (int64_t p = 0; p < P; ++p) z[p] /= sum;
 }
 
-template <class T> void forward(const csa::ForwardIO& io, bool softmax) {
+template <class T> void forward(const channel_spatial_attention::ForwardIO& io, bool softmax) {
   using A = acc_t<T>;
   const NCP &v = io.v, &o = io.o;
-  const T* ap = io.a.const_data_ptr<T>();
-  const T* sp = io.s.const_data_ptr<T>();
-  T* op = io.out.mutable_data_ptr<T>();
-  A* tp = io.t.mutable_data_ptr<A>();
+  const T* a_ptr = io.a.const_data_ptr<T>();
+  const T* s_ptr = io.s.const_data_ptr<T>();
+  T* out_ptr = io.out.mutable_data_ptr<T>();
+  A* t_ptr = io.t.mutable_data_ptr<A>();
   cpu::dispatch_unit(cpu::unit_axis({v, o}), [&](auto unit) {
     constexpr Unit U = decltype(unit)::value;
     // z over the pixels [p0, p1) of sample n, written to t[0, p1 - p0).
     auto channel_sums = [&](int64_t n, const A* w, int64_t p0, int64_t p1, A* t) {
-      const auto a = cpu::plane<U>(ap, v, n);
+      const auto a = cpu::plane<U>(a_ptr, v, n);
       cpu::channel_sums<U>(v, p0, p1, t, [&](int64_t c, int64_t p) { return w[c] * A(a(c, p)); });
     };
     auto scale = [&](int64_t n, int64_t p0, int64_t p1, const A* t) {
-      const auto a = cpu::plane<U>(ap, v, n);
-      const auto out = cpu::plane<U>(op, o, n);
+      const auto a = cpu::plane<U>(a_ptr, v, n);
+      const auto out = cpu::plane<U>(out_ptr, o, n);
       cpu::for_each_in_block<U>(v, p0, p1, [&](int64_t c, int64_t p) { out(c, p) = T(A(a(c, p)) * t[p - p0]); });
     };
     if (!softmax) {
       cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
-        const std::vector<A> w = weights_of(sp, io.w, n, v.C);
-        A* t = tp + n * v.P + p0;
+        const std::vector<A> w = weights_of(s_ptr, io.w, n, v.C);
+        A* t = t_ptr + n * v.P + p0;
         channel_sums(n, w.data(), p0, p1, t);
         for (int64_t i = 0; i < p1 - p0; ++i) t[i] = sigmoid(t[i]);
         scale(n, p0, p1, t);
@@ -70,8 +71,8 @@ template <class T> void forward(const csa::ForwardIO& io, bool softmax) {
     }
     torch::stable::parallel_for(0, v.N, 1, [&](int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; ++n) {
-        const std::vector<A> w = weights_of(sp, io.w, n, v.C);
-        A* t = tp + n * v.P;
+        const std::vector<A> w = weights_of(s_ptr, io.w, n, v.C);
+        A* t = t_ptr + n * v.P;
         channel_sums(n, w.data(), 0, v.P, t);
         softmax_in_place(t, v.P);
         scale(n, 0, v.P, t);
@@ -80,30 +81,30 @@ template <class T> void forward(const csa::ForwardIO& io, bool softmax) {
   });
 }
 
-template <class T> void backward(const csa::BackwardIO& io, bool softmax) {
+template <class T> void backward(const channel_spatial_attention::BackwardIO& io, bool softmax) {
   using A = acc_t<T>;
   const NCP &v = io.v, &gv = io.g, &o = io.o;
-  const T* gp = io.grad_out.const_data_ptr<T>();
-  const T* ap = io.a.const_data_ptr<T>();
-  const T* sp = io.s.const_data_ptr<T>();
-  const A* tp = io.t.const_data_ptr<A>();
-  T* gap = io.grad_a.mutable_data_ptr<T>();
-  T* gsp = io.grad_s.mutable_data_ptr<T>();
+  const T* grad_out_ptr = io.grad_out.const_data_ptr<T>();
+  const T* a_ptr = io.a.const_data_ptr<T>();
+  const T* s_ptr = io.s.const_data_ptr<T>();
+  const A* t_ptr = io.t.const_data_ptr<A>();
+  T* grad_a_ptr = io.grad_a.mutable_data_ptr<T>();
+  T* grad_s_ptr = io.grad_s.mutable_data_ptr<T>();
   cpu::dispatch_unit(cpu::unit_axis({v, gv, o}), [&](auto unit) {
     constexpr Unit U = decltype(unit)::value;
     // r = sum_c g a over the pixels [p0, p1) of sample n, written to r[0, p1 - p0).
     auto channel_sums = [&](int64_t n, int64_t p0, int64_t p1, A* r) {
-      const auto a = cpu::plane<U>(ap, v, n);
-      const auto g = cpu::plane<U>(gp, gv, n);
+      const auto a = cpu::plane<U>(a_ptr, v, n);
+      const auto g = cpu::plane<U>(grad_out_ptr, gv, n);
       cpu::channel_sums<U>(v, p0, p1, r, [&](int64_t c, int64_t p) { return A(g(c, p)) * A(a(c, p)); });
     };
     // grad_a over the pixels [p0, p1), and their share of grad_s added to gs[0, C).
     auto input_grads = [&](int64_t n, const A* w, int64_t p0, int64_t p1, const A* t, const A* u, A* gs) {
-      const auto a = cpu::plane<U>(ap, v, n);
-      const auto g = cpu::plane<U>(gp, gv, n);
-      const auto ga = cpu::plane<U>(gap, o, n);
+      const auto a = cpu::plane<U>(a_ptr, v, n);
+      const auto g = cpu::plane<U>(grad_out_ptr, gv, n);
+      const auto ga = cpu::plane<U>(grad_a_ptr, o, n);
       cpu::add_pixel_sums<U>(v, p0, p1, gs, [&](int64_t c, int64_t p) {
-        ga(c, p) = T(csa::input_grad(A(g(c, p)), t[p - p0], w[c], u[p - p0]));
+        ga(c, p) = T(channel_spatial_attention::input_grad(A(g(c, p)), t[p - p0], w[c], u[p - p0]));
         return u[p - p0] * A(a(c, p));
       });
     };
@@ -113,51 +114,53 @@ template <class T> void backward(const csa::BackwardIO& io, bool softmax) {
       const int64_t blocks = (v.P + block - 1) / block;
       std::vector<A> partial(v.N * blocks * v.C, A(0));
       cpu::parallel_pixel_blocks(v, block, [&](int64_t n, int64_t p0, int64_t p1) {
-        const std::vector<A> w = weights_of(sp, io.w, n, v.C);
-        const A* t = tp + n * v.P + p0;
+        const std::vector<A> w = weights_of(s_ptr, io.w, n, v.C);
+        const A* t = t_ptr + n * v.P + p0;
         std::vector<A> u(p1 - p0);
         channel_sums(n, p0, p1, u.data());
-        for (int64_t i = 0; i < p1 - p0; ++i) u[i] = csa::sigmoid_grad(t[i], u[i]);
+        for (int64_t i = 0; i < p1 - p0; ++i) u[i] = channel_spatial_attention::sigmoid_grad(t[i], u[i]);
         input_grads(n, w.data(), p0, p1, t, u.data(), partial.data() + (n * blocks + p0 / block) * v.C);
       });
       for (int64_t n = 0; n < v.N; ++n) {
         for (int64_t c = 0; c < v.C; ++c) {
           A sum = A(0);
           for (int64_t b = 0; b < blocks; ++b) sum += partial[(n * blocks + b) * v.C + c];
-          gsp[n * v.C + c] = T(sum);
+          grad_s_ptr[n * v.C + c] = T(sum);
         }
       }
       return;
     }
     torch::stable::parallel_for(0, v.N, 1, [&](int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; ++n) {
-        const std::vector<A> w = weights_of(sp, io.w, n, v.C);
-        const A* t = tp + n * v.P;
+        const std::vector<A> w = weights_of(s_ptr, io.w, n, v.C);
+        const A* t = t_ptr + n * v.P;
         std::vector<A> u(v.P), gs(v.C, A(0));
         channel_sums(n, 0, v.P, u.data());
         A sum_tr = A(0);
         for (int64_t p = 0; p < v.P; ++p) sum_tr += t[p] * u[p];
-        for (int64_t p = 0; p < v.P; ++p) u[p] = csa::softmax_grad(t[p], u[p], sum_tr);
+        for (int64_t p = 0; p < v.P; ++p) u[p] = channel_spatial_attention::softmax_grad(t[p], u[p], sum_tr);
         input_grads(n, w.data(), 0, v.P, t, u.data(), gs.data());
-        for (int64_t c = 0; c < v.C; ++c) gsp[n * v.C + c] = T(gs[c]);
+        for (int64_t c = 0; c < v.C; ++c) grad_s_ptr[n * v.C + c] = T(gs[c]);
       }
     });
   });
 }
 
 std::tuple<Tensor, Tensor> channel_spatial_attention_cpu(Tensor a, Tensor s, bool softmax) {
-  const csa::ForwardIO io = csa::prepare_forward(a, s);
+  const channel_spatial_attention::ForwardIO io = channel_spatial_attention::prepare_forward(a, s);
   if (io.v.N * io.v.P > 0) {
-    dispatch_floating(io.a.scalar_type(), csa::kOp, [&](auto tag) { forward<decltype(tag)>(io, softmax); });
+    dispatch_floating(io.a.scalar_type(), channel_spatial_attention::kOp,
+                      [&](auto tag) { forward<decltype(tag)>(io, softmax); });
   }
   return {io.out, io.t};
 }
 
 std::tuple<Tensor, Tensor> channel_spatial_attention_backward_cpu(Tensor grad_out, Tensor a, Tensor s, Tensor t,
                                                                   bool softmax) {
-  const csa::BackwardIO io = csa::prepare_backward(grad_out, a, s, t);
+  const channel_spatial_attention::BackwardIO io = channel_spatial_attention::prepare_backward(grad_out, a, s, t);
   if (io.v.N * io.v.P > 0) {
-    dispatch_floating(io.a.scalar_type(), csa::kOp, [&](auto tag) { backward<decltype(tag)>(io, softmax); });
+    dispatch_floating(io.a.scalar_type(), channel_spatial_attention::kOp,
+                      [&](auto tag) { backward<decltype(tag)>(io, softmax); });
   }
   return {io.grad_a, io.grad_s};
 }

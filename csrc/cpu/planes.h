@@ -19,23 +19,24 @@ enum class Unit { none, channel, pixel };
 // One sample of an [N, C, P] tensor.
 template <class T, Unit U> struct Plane {
   T* base;
-  int64_t sC, sP;
+  int64_t stride_c, stride_p;
 
   T& operator()(int64_t c, int64_t p) const {
-    return base[(U == Unit::channel ? c : c * sC) + (U == Unit::pixel ? p : p * sP)];
+    return base[(U == Unit::channel ? c : c * stride_c) + (U == Unit::pixel ? p : p * stride_p)];
   }
 };
 
 template <Unit U, class T> Plane<T, U> plane(T* data, const NCP& v, int64_t n) {
-  return {data + n * v.sN, v.sC, v.sP};
+  return {data + n * v.stride_n, v.stride_c, v.stride_p};
 }
 
 // The axis with unit stride in every view, preferring channels when the first view (the input
 // that fixes the output layout) has them innermost.
 inline Unit unit_axis(std::initializer_list<NCP> views) {
   const NCP& first = *views.begin();
-  const bool channel = std::all_of(views.begin(), views.end(), [](const NCP& v) { return v.sC == 1 || v.C == 1; });
-  const bool pixel = std::all_of(views.begin(), views.end(), [](const NCP& v) { return v.sP == 1 || v.P == 1; });
+  const auto all = [&](auto unit) { return std::all_of(views.begin(), views.end(), unit); };
+  const bool channel = all([](const NCP& v) { return v.stride_c == 1 || v.C == 1; });
+  const bool pixel = all([](const NCP& v) { return v.stride_p == 1 || v.P == 1; });
   if (channel && first.channels_inner()) return Unit::channel;
   return pixel ? Unit::pixel : Unit::none;
 }

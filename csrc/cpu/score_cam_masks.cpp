@@ -17,33 +17,33 @@ namespace camfast {
 namespace {
 
 using torch::stable::Tensor;
-using scm::MapStats;
-using scm::Tap;
+using score_cam_masks::MapStats;
+using score_cam_masks::Tap;
 
 template <class A> std::vector<Tap<A>> axis_taps(int64_t in, int64_t out, bool align_corners) {
   std::vector<Tap<A>> taps(out);
-  const A scale = scm::source_scale<A>(in, out, align_corners);
-  for (int64_t i = 0; i < out; ++i) taps[i] = scm::linear_tap<A>(in, out, scale, align_corners, i);
+  const A scale = score_cam_masks::source_scale<A>(in, out, align_corners);
+  for (int64_t i = 0; i < out; ++i) taps[i] = score_cam_masks::linear_tap<A>(in, out, scale, align_corners, i);
   return taps;
 }
 
 template <class T> struct Kernel {
   using A = acc_t<T>;
-  const scm::IO& io;
+  const score_cam_masks::IO& io;
   const T* act;
   std::vector<Tap<A>> rows, cols;  // taps of every output row and column
 
-  Kernel(const scm::IO& io, bool align_corners)
+  Kernel(const score_cam_masks::IO& io, bool align_corners)
       : io(io), act(io.act.const_data_ptr<T>()),
         rows(axis_taps<A>(io.a.h, io.H, align_corners)), cols(axis_taps<A>(io.a.w, io.W, align_corners)) {}
 
-  const T* map(int64_t r) const { return act + (r / io.a.K) * io.a.sN + (r % io.a.K) * io.a.sK; }
+  const T* map(int64_t r) const { return act + (r / io.a.K) * io.a.stride_n + (r % io.a.K) * io.a.stride_k; }
 
-  scm::Extrema<A> source_extrema(int64_t r) const {
+  score_cam_masks::Extrema<A> source_extrema(int64_t r) const {
     const T* m = map(r);
-    scm::Extrema<A> e;
+    score_cam_masks::Extrema<A> e;
     for (int64_t i = 0; i < io.a.h; ++i) {
-      for (int64_t j = 0; j < io.a.w; ++j) e.add(A(m[i * io.a.sH + j * io.a.sW]));
+      for (int64_t j = 0; j < io.a.w; ++j) e.add(A(m[i * io.a.stride_h + j * io.a.stride_w]));
     }
     return e;
   }
@@ -54,9 +54,9 @@ template <class T> struct Kernel {
   void widen(int64_t r, const MapStats<A>& s, A* row, A* wide) const {
     const T* m = map(r);
     for (int64_t i = 0; i < io.a.h; ++i) {
-      for (int64_t j = 0; j < io.a.w; ++j) row[j] = s.source(A(m[i * io.a.sH + j * io.a.sW]));
+      for (int64_t j = 0; j < io.a.w; ++j) row[j] = s.source(A(m[i * io.a.stride_h + j * io.a.stride_w]));
       A* out = wide + i * io.W;
-      for (int64_t x = 0; x < io.W; ++x) out[x] = scm::lerp(row[cols[x].i0], row[cols[x].i1], cols[x]);
+      for (int64_t x = 0; x < io.W; ++x) out[x] = score_cam_masks::lerp(row[cols[x].i0], row[cols[x].i1], cols[x]);
     }
   }
 
@@ -65,17 +65,17 @@ template <class T> struct Kernel {
     const A* top = wide + ty.i0 * io.W;
     const A* bottom = wide + ty.i1 * io.W;
 #pragma omp simd
-    for (int64_t x = 0; x < io.W; ++x) up[x] = scm::lerp(top[x], bottom[x], ty);
+    for (int64_t x = 0; x < io.W; ++x) up[x] = score_cam_masks::lerp(top[x], bottom[x], ty);
   }
 
   // Per-thread scratch: one source row, the widened map and one output row.
   struct Scratch {
     std::vector<A> row, wide, up;
-    explicit Scratch(const scm::IO& io) : row(io.a.w), wide(io.a.h * io.W), up(io.W) {}
+    explicit Scratch(const score_cam_masks::IO& io) : row(io.a.w), wide(io.a.h * io.W), up(io.W) {}
   };
 
   MapStats<A> stats(int64_t r, bool feature, Scratch& t) const {
-    MapStats<A> s = scm::source_stats(source_extrema(r), feature);
+    MapStats<A> s = score_cam_masks::source_stats(source_extrema(r), feature);
     if (feature || s.constant) return s;
     widen(r, s, t.row.data(), t.wide.data());
     // NaN never passes `<` or `>`, so per-lane extrema combine exactly; NaN is tracked on the side.
@@ -91,7 +91,7 @@ template <class T> struct Kernel {
         hi = up[x] > hi ? up[x] : hi;
       }
     }
-    scm::with_upsampled(s, scm::Extrema<A>{lo, hi, has_nan != 0});
+    score_cam_masks::with_upsampled(s, score_cam_masks::Extrema<A>{lo, hi, has_nan != 0});
     return s;
   }
 
@@ -99,12 +99,12 @@ template <class T> struct Kernel {
   // compile time so that the contiguous case vectorises.
   template <bool kUnit> void write_row(int64_t r, int64_t y, const A* mask, T* out) const {
     const NCP& v = io.img;
-    const int64_t W = io.W, sP = kUnit ? 1 : v.sP;
-    const T* img = io.image.const_data_ptr<T>() + (r / io.a.K) * v.sN + y * W * sP;
+    const int64_t W = io.W, stride_p = kUnit ? 1 : v.stride_p;
+    const T* img = io.image.const_data_ptr<T>() + (r / io.a.K) * v.stride_n + y * W * stride_p;
     for (int64_t c = 0; c < v.C; ++c) {
-      const T* in = img + c * v.sC;
+      const T* in = img + c * v.stride_c;
       T* o = out + (c * io.H + y) * W;
-      for (int64_t x = 0; x < W; ++x) o[x] = T(mask[x] * A(in[x * sP]));
+      for (int64_t x = 0; x < W; ++x) o[x] = T(mask[x] * A(in[x * stride_p]));
     }
   }
 
@@ -138,7 +138,7 @@ template <class T> struct Kernel {
 #pragma omp simd
         for (int64_t x = 0; x < W; ++x) mask[x] = s.mask(mask[x]);
         T* o = out + r * C * H * W;
-        if (io.img.sP == 1) {
+        if (io.img.stride_p == 1) {
           write_row<true>(r, y, mask, o);
         } else {
           write_row<false>(r, y, mask, o);
@@ -149,9 +149,9 @@ template <class T> struct Kernel {
 };
 
 std::tuple<Tensor, Tensor> score_cam_masks_cpu(Tensor act, Tensor image, bool align_corners, bool normalize_feature) {
-  const scm::IO io = scm::prepare(act, image);
+  const score_cam_masks::IO io = score_cam_masks::prepare(act, image);
   if (io.maps() > 0) {
-    dispatch_floating(io.act.scalar_type(), scm::kOp, [&](auto tag) {
+    dispatch_floating(io.act.scalar_type(), score_cam_masks::kOp, [&](auto tag) {
       Kernel<decltype(tag)>(io, align_corners).run(normalize_feature);
     });
   }

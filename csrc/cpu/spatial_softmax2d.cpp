@@ -32,8 +32,8 @@ template <class A> struct Coordinates {
   Coordinates(int64_t H, int64_t W, bool normalized) : x(H * W), y(H * W) {
     for (int64_t i = 0; i < H; ++i) {
       for (int64_t j = 0; j < W; ++j) {
-        x[i * W + j] = ssm::coordinate<A>(j, W, normalized);
-        y[i * W + j] = ssm::coordinate<A>(i, H, normalized);
+        x[i * W + j] = spatial_softmax2d::coordinate<A>(j, W, normalized);
+        y[i * W + j] = spatial_softmax2d::coordinate<A>(i, H, normalized);
       }
     }
   }
@@ -120,7 +120,7 @@ void soft_argmax_backward_row(const acc_t<T>* g, const acc_t<T>* out, const T* x
                               acc_t<T> m, acc_t<T> s) {
   using A = acc_t<T>;
   const A g_x = g[0], g_y = g[1];
-  const A c = ssm::expected_dot(g_x, g_y, out[0], out[1]);
+  const A c = spatial_softmax2d::expected_dot(g_x, g_y, out[0], out[1]);
   const A k = inv_t / s;
 #pragma omp simd
   for (int64_t p = 0; p < P; ++p) {
@@ -130,10 +130,10 @@ void soft_argmax_backward_row(const acc_t<T>* g, const acc_t<T>* out, const T* x
 
 // ---- a block of channels, channels innermost: every pass vectorised over C ----
 
-// row_max over a block: m[c] for c < nc, x at x[p * sP + c].
+// row_max over a block: m[c] for c < nc, x at x[p * x_stride + c] (x_stride: the pixel stride).
 template <class T>
 CAMFAST_SIMD_CLONES
-void block_max(const T* x, int64_t sP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m) {
+void block_max(const T* x, int64_t x_stride, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m) {
   using A = acc_t<T>;
   // Local arrays (no aliasing with x) and int flags (bool arrays do not vectorise).
   A mx[kChannelBlock];
@@ -143,7 +143,7 @@ void block_max(const T* x, int64_t sP, int64_t P, int64_t nc, acc_t<T> inv_t, ac
     has_nan[c] = 0;
   }
   for (int64_t p = 0; p < P; ++p) {
-    const T* px = x + p * sP;
+    const T* px = x + p * x_stride;
     for (int64_t c = 0; c < nc; ++c) {
       const A z = A(px[c]) * inv_t;
       has_nan[c] |= int32_t(z != z);
@@ -155,14 +155,14 @@ void block_max(const T* x, int64_t sP, int64_t P, int64_t nc, acc_t<T> inv_t, ac
 
 template <class T>
 CAMFAST_SIMD_CLONES
-void softmax_block(const T* x, int64_t sP, T* out, int64_t oP, int64_t P, int64_t nc, acc_t<T> inv_t, acc_t<T>* m,
-                   acc_t<T>* s) {
+void softmax_block(const T* x, int64_t x_stride, T* out, int64_t out_stride, int64_t P, int64_t nc, acc_t<T> inv_t,
+                   acc_t<T>* m, acc_t<T>* s) {
   using A = acc_t<T>;
-  block_max(x, sP, P, nc, inv_t, m);
+  block_max(x, x_stride, P, nc, inv_t, m);
   for (int64_t c = 0; c < nc; ++c) s[c] = A(0);
   for (int64_t p = 0; p < P; ++p) {
-    const T* px = x + p * sP;
-    T* po = out + p * oP;
+    const T* px = x + p * x_stride;
+    T* po = out + p * out_stride;
     for (int64_t c = 0; c < nc; ++c) {
       const A e = exp_nonpositive(A(px[c]) * inv_t - m[c]);
       po[c] = T(e);
@@ -172,15 +172,15 @@ void softmax_block(const T* x, int64_t sP, T* out, int64_t oP, int64_t P, int64_
   A inv_s[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) inv_s[c] = A(1) / s[c];
   for (int64_t p = 0; p < P; ++p) {
-    T* po = out + p * oP;
+    T* po = out + p * out_stride;
     for (int64_t c = 0; c < nc; ++c) po[c] = T(A(po[c]) * inv_s[c]);
   }
 }
 
 template <class T>
 CAMFAST_SIMD_CLONES
-void softmax_backward_block(const T* g, int64_t gP, const T* x, int64_t sP, T* gx, int64_t oP, int64_t P, int64_t nc,
-                            acc_t<T> inv_t, const acc_t<T>* m, const acc_t<T>* s) {
+void softmax_backward_block(const T* g, int64_t g_stride, const T* x, int64_t x_stride, T* gx, int64_t out_stride,
+                            int64_t P, int64_t nc, acc_t<T> inv_t, const acc_t<T>* m, const acc_t<T>* s) {
   using A = acc_t<T>;
   A inv_s[kChannelBlock], dot[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) {
@@ -188,8 +188,8 @@ void softmax_backward_block(const T* g, int64_t gP, const T* x, int64_t sP, T* g
     dot[c] = A(0);
   }
   for (int64_t p = 0; p < P; ++p) {
-    const T *px = x + p * sP, *pg = g + p * gP;
-    T* po = gx + p * oP;
+    const T *px = x + p * x_stride, *pg = g + p * g_stride;
+    T* po = gx + p * out_stride;
     for (int64_t c = 0; c < nc; ++c) {
       const A y = exp_nonpositive(A(px[c]) * inv_t - m[c]) * inv_s[c];
       po[c] = T(y);
@@ -197,22 +197,22 @@ void softmax_backward_block(const T* g, int64_t gP, const T* x, int64_t sP, T* g
     }
   }
   for (int64_t p = 0; p < P; ++p) {
-    const T* pg = g + p * gP;
-    T* po = gx + p * oP;
+    const T* pg = g + p * g_stride;
+    T* po = gx + p * out_stride;
     for (int64_t c = 0; c < nc; ++c) po[c] = T(inv_t * A(po[c]) * (A(pg[c]) - dot[c]));
   }
 }
 
 template <class T>
 CAMFAST_SIMD_CLONES
-void soft_argmax_block(const T* x, int64_t sP, int64_t P, int64_t nc, const acc_t<T>* X, const acc_t<T>* Y,
+void soft_argmax_block(const T* x, int64_t x_stride, int64_t P, int64_t nc, const acc_t<T>* X, const acc_t<T>* Y,
                        acc_t<T> inv_t, acc_t<T>* out, acc_t<T>* m, acc_t<T>* s) {
   using A = acc_t<T>;
-  block_max(x, sP, P, nc, inv_t, m);
+  block_max(x, x_stride, P, nc, inv_t, m);
   A sx[kChannelBlock], sy[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) s[c] = sx[c] = sy[c] = A(0);
   for (int64_t p = 0; p < P; ++p) {
-    const T* px = x + p * sP;
+    const T* px = x + p * x_stride;
     const A cx = X[p], cy = Y[p];
     for (int64_t c = 0; c < nc; ++c) {
       const A e = exp_nonpositive(A(px[c]) * inv_t - m[c]);
@@ -229,20 +229,20 @@ void soft_argmax_block(const T* x, int64_t sP, int64_t P, int64_t nc, const acc_
 
 template <class T>
 CAMFAST_SIMD_CLONES
-void soft_argmax_backward_block(const acc_t<T>* g, const acc_t<T>* out, const T* x, int64_t sP, T* gx, int64_t oP,
-                                int64_t P, int64_t nc, const acc_t<T>* X, const acc_t<T>* Y, acc_t<T> inv_t,
-                                const acc_t<T>* m, const acc_t<T>* s) {
+void soft_argmax_backward_block(const acc_t<T>* g, const acc_t<T>* out, const T* x, int64_t x_stride, T* gx,
+                                int64_t out_stride, int64_t P, int64_t nc, const acc_t<T>* X, const acc_t<T>* Y,
+                                acc_t<T> inv_t, const acc_t<T>* m, const acc_t<T>* s) {
   using A = acc_t<T>;
   A g_x[kChannelBlock], g_y[kChannelBlock], c0[kChannelBlock], k[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) {
     g_x[c] = g[2 * c];
     g_y[c] = g[2 * c + 1];
-    c0[c] = ssm::expected_dot(g_x[c], g_y[c], out[2 * c], out[2 * c + 1]);
+    c0[c] = spatial_softmax2d::expected_dot(g_x[c], g_y[c], out[2 * c], out[2 * c + 1]);
     k[c] = inv_t / s[c];
   }
   for (int64_t p = 0; p < P; ++p) {
-    const T* px = x + p * sP;
-    T* po = gx + p * oP;
+    const T* px = x + p * x_stride;
+    T* po = gx + p * out_stride;
     const A cx = X[p], cy = Y[p];
     for (int64_t c = 0; c < nc; ++c) {
       po[c] = T(k[c] * exp_nonpositive(A(px[c]) * inv_t - m[c]) * (g_x[c] * cx + g_y[c] * cy - c0[c]));
@@ -262,136 +262,150 @@ void for_rows(const NCP& v, bool blocks, const Rows& row, const Blocks& block) {
   }
 }
 
-template <class T> void softmax_forward(const ssm::SoftmaxForwardIO& io, double temperature) {
+template <class T> void softmax_forward(const spatial_softmax2d::SoftmaxForwardIO& io, double temperature) {
   using A = acc_t<T>;
   const NCP &v = io.x.v, &o = io.out.v;
-  const T* xp = io.x.t.const_data_ptr<T>();
-  T* op = io.out.t.mutable_data_ptr<T>();
-  A* mp = io.stats.max.mutable_data_ptr<A>();
-  A* sp = io.stats.sum.mutable_data_ptr<A>();
-  const A inv_t = ssm::inverse<A>(temperature);
+  const T* x_ptr = io.x.t.const_data_ptr<T>();
+  T* out_ptr = io.out.t.mutable_data_ptr<T>();
+  A* max_ptr = io.stats.max.mutable_data_ptr<A>();
+  A* sum_ptr = io.stats.sum.mutable_data_ptr<A>();
+  const A inv_t = spatial_softmax2d::inverse<A>(temperature);
   for_rows(
       v, v.channels_inner(),
       [&](int64_t n, int64_t c) {
         const int64_t r = n * v.C + c;
-        const T* x = xp + n * v.sN + c * v.sC;
-        T* out = op + n * o.sN + c * o.sC;
-        cpu::with_strides([&](auto xs, auto os) { softmax_row(x, xs, out, os, v.P, inv_t, mp + r, sp + r); }, v.sP,
-                          o.sP);
+        const T* x = x_ptr + n * v.stride_n + c * v.stride_c;
+        T* out = out_ptr + n * o.stride_n + c * o.stride_c;
+        cpu::with_strides([&](auto xs, auto os) { softmax_row(x, xs, out, os, v.P, inv_t, max_ptr + r, sum_ptr + r); },
+                          v.stride_p, o.stride_p);
       },
       [&](int64_t n, int64_t c0, int64_t c1) {
         const int64_t r = n * v.C + c0;
-        softmax_block(xp + n * v.sN + c0, v.sP, op + n * o.sN + c0, o.sP, v.P, c1 - c0, inv_t, mp + r, sp + r);
+        const T* x = x_ptr + n * v.stride_n + c0;
+        T* out = out_ptr + n * o.stride_n + c0;
+        softmax_block(x, v.stride_p, out, o.stride_p, v.P, c1 - c0, inv_t, max_ptr + r, sum_ptr + r);
       });
 }
 
-template <class T> void softmax_backward(const ssm::SoftmaxBackwardIO& io, double temperature) {
+template <class T> void softmax_backward(const spatial_softmax2d::SoftmaxBackwardIO& io, double temperature) {
   using A = acc_t<T>;
   const NCP &gv = io.grad_out.v, &v = io.x.v, &o = io.grad_x.v;
-  const T* gp = io.grad_out.t.const_data_ptr<T>();
-  const T* xp = io.x.t.const_data_ptr<T>();
-  T* op = io.grad_x.t.mutable_data_ptr<T>();
-  const A* mp = io.stats.max.const_data_ptr<A>();
-  const A* sp = io.stats.sum.const_data_ptr<A>();
-  const A inv_t = ssm::inverse<A>(temperature);
+  const T* grad_out_ptr = io.grad_out.t.const_data_ptr<T>();
+  const T* x_ptr = io.x.t.const_data_ptr<T>();
+  T* grad_x_ptr = io.grad_x.t.mutable_data_ptr<T>();
+  const A* max_ptr = io.stats.max.const_data_ptr<A>();
+  const A* sum_ptr = io.stats.sum.const_data_ptr<A>();
+  const A inv_t = spatial_softmax2d::inverse<A>(temperature);
   for_rows(
       v, v.channels_inner() && gv.channels_inner(),
       [&](int64_t n, int64_t c) {
         const int64_t r = n * v.C + c;
-        const T* g = gp + n * gv.sN + c * gv.sC;
-        const T* x = xp + n * v.sN + c * v.sC;
-        T* gx = op + n * o.sN + c * o.sC;
-        const A inv_s = A(1) / sp[r];
+        const T* g = grad_out_ptr + n * gv.stride_n + c * gv.stride_c;
+        const T* x = x_ptr + n * v.stride_n + c * v.stride_c;
+        T* gx = grad_x_ptr + n * o.stride_n + c * o.stride_c;
+        const A inv_s = A(1) / sum_ptr[r];
         cpu::with_strides(
-            [&](auto gs, auto xs, auto os) { softmax_backward_row(g, gs, x, xs, gx, os, v.P, inv_t, mp[r], inv_s); },
-            gv.sP, v.sP, o.sP);
+            [&](auto gs, auto xs, auto os) {
+              softmax_backward_row(g, gs, x, xs, gx, os, v.P, inv_t, max_ptr[r], inv_s);
+            },
+            gv.stride_p, v.stride_p, o.stride_p);
       },
       [&](int64_t n, int64_t c0, int64_t c1) {
         const int64_t r = n * v.C + c0;
-        softmax_backward_block(gp + n * gv.sN + c0, gv.sP, xp + n * v.sN + c0, v.sP, op + n * o.sN + c0, o.sP, v.P,
-                               c1 - c0, inv_t, mp + r, sp + r);
+        const T* g = grad_out_ptr + n * gv.stride_n + c0;
+        const T* x = x_ptr + n * v.stride_n + c0;
+        T* gx = grad_x_ptr + n * o.stride_n + c0;
+        softmax_backward_block(g, gv.stride_p, x, v.stride_p, gx, o.stride_p, v.P, c1 - c0, inv_t, max_ptr + r,
+                               sum_ptr + r);
       });
 }
 
 template <class T>
-void soft_argmax_forward(const ssm::ArgmaxForwardIO& io, double temperature, const Coordinates<acc_t<T>>& xy) {
+void soft_argmax_forward(const spatial_softmax2d::ArgmaxForwardIO& io, double temperature,
+                         const Coordinates<acc_t<T>>& xy) {
   using A = acc_t<T>;
   const NCP& v = io.x.v;
-  const T* xp = io.x.t.const_data_ptr<T>();
-  A* op = io.out.mutable_data_ptr<A>();
-  A* mp = io.stats.max.mutable_data_ptr<A>();
-  A* sp = io.stats.sum.mutable_data_ptr<A>();
-  const A inv_t = ssm::inverse<A>(temperature);
+  const T* x_ptr = io.x.t.const_data_ptr<T>();
+  A* out_ptr = io.out.mutable_data_ptr<A>();
+  A* max_ptr = io.stats.max.mutable_data_ptr<A>();
+  A* sum_ptr = io.stats.sum.mutable_data_ptr<A>();
+  const A inv_t = spatial_softmax2d::inverse<A>(temperature);
   const A *X = xy.x.data(), *Y = xy.y.data();
   for_rows(
       v, v.channels_inner(),
       [&](int64_t n, int64_t c) {
         const int64_t r = n * v.C + c;
-        const T* x = xp + n * v.sN + c * v.sC;
-        cpu::with_strides([&](auto xs) { soft_argmax_row(x, xs, v.P, X, Y, inv_t, op + 2 * r, mp + r, sp + r); },
-                          v.sP);
+        const T* x = x_ptr + n * v.stride_n + c * v.stride_c;
+        cpu::with_strides(
+            [&](auto xs) { soft_argmax_row(x, xs, v.P, X, Y, inv_t, out_ptr + 2 * r, max_ptr + r, sum_ptr + r); },
+            v.stride_p);
       },
       [&](int64_t n, int64_t c0, int64_t c1) {
         const int64_t r = n * v.C + c0;
-        soft_argmax_block(xp + n * v.sN + c0, v.sP, v.P, c1 - c0, X, Y, inv_t, op + 2 * r, mp + r, sp + r);
+        const T* x = x_ptr + n * v.stride_n + c0;
+        soft_argmax_block(x, v.stride_p, v.P, c1 - c0, X, Y, inv_t, out_ptr + 2 * r, max_ptr + r, sum_ptr + r);
       });
 }
 
 template <class T>
-void soft_argmax_backward(const ssm::ArgmaxBackwardIO& io, double temperature, const Coordinates<acc_t<T>>& xy) {
+void soft_argmax_backward(const spatial_softmax2d::ArgmaxBackwardIO& io, double temperature,
+                          const Coordinates<acc_t<T>>& xy) {
   using A = acc_t<T>;
   const NCP &v = io.x.v, &o = io.grad_x.v;
-  const A* gp = io.grad_out.const_data_ptr<A>();
-  const A* outp = io.out.const_data_ptr<A>();
-  const T* xp = io.x.t.const_data_ptr<T>();
-  T* op = io.grad_x.t.mutable_data_ptr<T>();
-  const A* mp = io.stats.max.const_data_ptr<A>();
-  const A* sp = io.stats.sum.const_data_ptr<A>();
-  const A inv_t = ssm::inverse<A>(temperature);
+  const A* grad_out_ptr = io.grad_out.const_data_ptr<A>();
+  const A* out_ptr = io.out.const_data_ptr<A>();
+  const T* x_ptr = io.x.t.const_data_ptr<T>();
+  T* grad_x_ptr = io.grad_x.t.mutable_data_ptr<T>();
+  const A* max_ptr = io.stats.max.const_data_ptr<A>();
+  const A* sum_ptr = io.stats.sum.const_data_ptr<A>();
+  const A inv_t = spatial_softmax2d::inverse<A>(temperature);
   const A *X = xy.x.data(), *Y = xy.y.data();
   for_rows(
       v, v.channels_inner(),
       [&](int64_t n, int64_t c) {
         const int64_t r = n * v.C + c;
-        const T* x = xp + n * v.sN + c * v.sC;
-        T* gx = op + n * o.sN + c * o.sC;
+        const T* x = x_ptr + n * v.stride_n + c * v.stride_c;
+        T* gx = grad_x_ptr + n * o.stride_n + c * o.stride_c;
         cpu::with_strides(
             [&](auto xs, auto os) {
-              soft_argmax_backward_row(gp + 2 * r, outp + 2 * r, x, xs, gx, os, v.P, X, Y, inv_t, mp[r], sp[r]);
+              soft_argmax_backward_row(grad_out_ptr + 2 * r, out_ptr + 2 * r, x, xs, gx, os, v.P, X, Y, inv_t,
+                                       max_ptr[r], sum_ptr[r]);
             },
-            v.sP, o.sP);
+            v.stride_p, o.stride_p);
       },
       [&](int64_t n, int64_t c0, int64_t c1) {
         const int64_t r = n * v.C + c0;
-        soft_argmax_backward_block(gp + 2 * r, outp + 2 * r, xp + n * v.sN + c0, v.sP, op + n * o.sN + c0, o.sP, v.P,
-                                   c1 - c0, X, Y, inv_t, mp + r, sp + r);
+        const T* x = x_ptr + n * v.stride_n + c0;
+        T* gx = grad_x_ptr + n * o.stride_n + c0;
+        soft_argmax_backward_block(grad_out_ptr + 2 * r, out_ptr + 2 * r, x, v.stride_p, gx, o.stride_p, v.P, c1 - c0,
+                                   X, Y, inv_t, max_ptr + r, sum_ptr + r);
       });
 }
 
 // ---- registered entry points ----
 
 std::tuple<Tensor, Tensor, Tensor> spatial_softmax2d_cpu(Tensor x, double temperature) {
-  const ssm::SoftmaxForwardIO io = ssm::prepare_softmax_forward(x, temperature);
+  const auto io = spatial_softmax2d::prepare_softmax_forward(x, temperature);
   if (io.x.t.numel() > 0) {
-    dispatch_floating(io.x.t.scalar_type(), ssm::kSoftmax,
+    dispatch_floating(io.x.t.scalar_type(), spatial_softmax2d::kSoftmax,
                       [&](auto tag) { softmax_forward<decltype(tag)>(io, temperature); });
   }
   return {io.out.t, io.stats.max, io.stats.sum};
 }
 
 Tensor spatial_softmax2d_backward_cpu(Tensor grad_out, Tensor x, Tensor row_max, Tensor row_sum, double temperature) {
-  const ssm::SoftmaxBackwardIO io = ssm::prepare_softmax_backward(grad_out, x, row_max, row_sum, temperature);
+  const auto io = spatial_softmax2d::prepare_softmax_backward(grad_out, x, row_max, row_sum, temperature);
   if (io.x.t.numel() > 0) {
-    dispatch_floating(io.x.t.scalar_type(), ssm::kSoftmax,
+    dispatch_floating(io.x.t.scalar_type(), spatial_softmax2d::kSoftmax,
                       [&](auto tag) { softmax_backward<decltype(tag)>(io, temperature); });
   }
   return io.grad_x.t;
 }
 
 std::tuple<Tensor, Tensor, Tensor> spatial_soft_argmax2d_cpu(Tensor x, double temperature, bool normalized) {
-  const ssm::ArgmaxForwardIO io = ssm::prepare_argmax_forward(x, temperature);
+  const auto io = spatial_softmax2d::prepare_argmax_forward(x, temperature);
   if (io.x.t.numel() > 0) {
-    dispatch_floating(io.x.t.scalar_type(), ssm::kArgmax, [&](auto tag) {
+    dispatch_floating(io.x.t.scalar_type(), spatial_softmax2d::kArgmax, [&](auto tag) {
       using T = decltype(tag);
       soft_argmax_forward<T>(io, temperature, Coordinates<acc_t<T>>(io.x.t.size(2), io.x.t.size(3), normalized));
     });
@@ -401,9 +415,9 @@ std::tuple<Tensor, Tensor, Tensor> spatial_soft_argmax2d_cpu(Tensor x, double te
 
 Tensor spatial_soft_argmax2d_backward_cpu(Tensor grad_out, Tensor x, Tensor out, Tensor row_max, Tensor row_sum,
                                           double temperature, bool normalized) {
-  const ssm::ArgmaxBackwardIO io = ssm::prepare_argmax_backward(grad_out, x, out, row_max, row_sum, temperature);
+  const auto io = spatial_softmax2d::prepare_argmax_backward(grad_out, x, out, row_max, row_sum, temperature);
   if (io.x.t.numel() > 0) {
-    dispatch_floating(io.x.t.scalar_type(), ssm::kArgmax, [&](auto tag) {
+    dispatch_floating(io.x.t.scalar_type(), spatial_softmax2d::kArgmax, [&](auto tag) {
       using T = decltype(tag);
       soft_argmax_backward<T>(io, temperature, Coordinates<acc_t<T>>(io.x.t.size(2), io.x.t.size(3), normalized));
     });

@@ -28,17 +28,17 @@ void forward_row(const T* x, Stride<kUnit> at, int64_t P, double tau, T* out, T*
     has_nan |= (v != v);
     row_max = v > row_max ? v : row_max;
   }
-  const T t = tap::threshold<T>(has_nan ? quiet_nan<A>() : row_max, tau);
+  const T t = thresholded_avg_pool2d::threshold<T>(has_nan ? quiet_nan<A>() : row_max, tau);
   const A tt = A(t);
   A sum = A(0);
   int32_t count = 0;
 #pragma omp simd reduction(+ : sum, count)
   for (int64_t p = 0; p < P; ++p) {
     const A v = A(x[at(p)]);
-    sum += tap::kept_value(v, tt);
-    count += tap::counted(v, tt);
+    sum += thresholded_avg_pool2d::kept_value(v, tt);
+    count += thresholded_avg_pool2d::counted(v, tt);
   }
-  *out = tap::mean<T>(sum, count);
+  *out = thresholded_avg_pool2d::mean<T>(sum, count);
   *thr = t;
   *cnt = count;
 }
@@ -59,7 +59,7 @@ void forward_channel_block(const NCP& v, const T* x, double tau, int64_t c0, int
     count[c] = 0;
   }
   for (int64_t p = 0; p < v.P; ++p) {
-    const T* px = x + p * v.sP;
+    const T* px = x + p * v.stride_p;
     for (int64_t c = 0; c < nc; ++c) {
       const A val = A(px[c]);
       has_nan[c] |= (val != val);
@@ -67,40 +67,41 @@ void forward_channel_block(const NCP& v, const T* x, double tau, int64_t c0, int
     }
   }
   for (int64_t c = 0; c < nc; ++c) {
-    thr[c] = tap::threshold<T>(has_nan[c] ? quiet_nan<A>() : row_max[c], tau);
+    thr[c] = thresholded_avg_pool2d::threshold<T>(has_nan[c] ? quiet_nan<A>() : row_max[c], tau);
     t[c] = A(thr[c]);
   }
   for (int64_t p = 0; p < v.P; ++p) {
-    const T* px = x + p * v.sP;
+    const T* px = x + p * v.stride_p;
     for (int64_t c = 0; c < nc; ++c) {
       const A val = A(px[c]);
-      sum[c] += tap::kept_value(val, t[c]);
-      count[c] += tap::counted(val, t[c]);
+      sum[c] += thresholded_avg_pool2d::kept_value(val, t[c]);
+      count[c] += thresholded_avg_pool2d::counted(val, t[c]);
     }
   }
   for (int64_t c = 0; c < nc; ++c) {
-    out[c] = tap::mean<T>(sum[c], count[c]);
+    out[c] = thresholded_avg_pool2d::mean<T>(sum[c], count[c]);
     cnt[c] = count[c];
   }
 }
 
-template <class T> void forward(const tap::ForwardIO& io, double tau) {
+template <class T> void forward(const thresholded_avg_pool2d::ForwardIO& io, double tau) {
   const NCP& v = io.v;
-  const T* xp = io.x.const_data_ptr<T>();
-  T* op = io.out.mutable_data_ptr<T>();
-  T* tp = io.thr.mutable_data_ptr<T>();
-  int32_t* cp = io.cnt.mutable_data_ptr<int32_t>();
+  const T* x_ptr = io.x.const_data_ptr<T>();
+  T* out_ptr = io.out.mutable_data_ptr<T>();
+  T* thr_ptr = io.thr.mutable_data_ptr<T>();
+  int32_t* cnt_ptr = io.cnt.mutable_data_ptr<int32_t>();
   if (v.channels_inner()) {
     cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
       const int64_t r = n * v.C + c0;
-      forward_channel_block(v, xp + n * v.sN + c0, tau, c0, c1, op + r, tp + r, cp + r);
+      forward_channel_block(v, x_ptr + n * v.stride_n + c0, tau, c0, c1, out_ptr + r, thr_ptr + r, cnt_ptr + r);
     });
     return;
   }
   cpu::parallel_rows(v, [&](int64_t n, int64_t c) {
-    const T* row = xp + n * v.sN + c * v.sC;
+    const T* row = x_ptr + n * v.stride_n + c * v.stride_c;
     const int64_t r = n * v.C + c;
-    cpu::with_strides([&](auto xs) { forward_row(row, xs, v.P, tau, op + r, tp + r, cp + r); }, v.sP);
+    cpu::with_strides([&](auto xs) { forward_row(row, xs, v.P, tau, out_ptr + r, thr_ptr + r, cnt_ptr + r); },
+                      v.stride_p);
   });
 }
 
@@ -108,16 +109,16 @@ template <class T, bool kUnit>
 void backward_row(const T* x, Stride<kUnit> x_at, T* gx, Stride<kUnit> gx_at, int64_t P, T t, T kept) {
   using A = acc_t<T>;
   const A tt = A(t);
-  for (int64_t p = 0; p < P; ++p) gx[gx_at(p)] = tap::input_grad(A(x[x_at(p)]), tt, kept);
+  for (int64_t p = 0; p < P; ++p) gx[gx_at(p)] = thresholded_avg_pool2d::input_grad(A(x[x_at(p)]), tt, kept);
 }
 
-template <class T> void backward(const tap::BackwardIO& io) {
+template <class T> void backward(const thresholded_avg_pool2d::BackwardIO& io) {
   const NCP &v = io.v, &gv = io.o;
-  const T* gp = io.grad_out.const_data_ptr<T>();
-  const T* xp = io.x.const_data_ptr<T>();
-  const T* tp = io.thr.const_data_ptr<T>();
-  const int32_t* cp = io.cnt.const_data_ptr<int32_t>();
-  T* gxp = io.grad_x.mutable_data_ptr<T>();
+  const T* grad_out_ptr = io.grad_out.const_data_ptr<T>();
+  const T* x_ptr = io.x.const_data_ptr<T>();
+  const T* thr_ptr = io.thr.const_data_ptr<T>();
+  const int32_t* cnt_ptr = io.cnt.const_data_ptr<int32_t>();
+  T* grad_x_ptr = io.grad_x.mutable_data_ptr<T>();
   if (v.channels_inner() && gv.channels_inner()) {
     cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
       using A = acc_t<T>;
@@ -125,38 +126,40 @@ template <class T> void backward(const tap::BackwardIO& io) {
       A t[kChannelBlock];
       T kept[kChannelBlock];
       for (int64_t c = 0; c < nc; ++c) {
-        t[c] = A(tp[r + c]);
-        kept[c] = tap::kept_grad(gp[r + c], cp[r + c]);
+        t[c] = A(thr_ptr[r + c]);
+        kept[c] = thresholded_avg_pool2d::kept_grad(grad_out_ptr[r + c], cnt_ptr[r + c]);
       }
       for (int64_t p = 0; p < v.P; ++p) {
-        const T* px = xp + n * v.sN + c0 + p * v.sP;
-        T* pg = gxp + n * gv.sN + c0 + p * gv.sP;
-        for (int64_t c = 0; c < nc; ++c) pg[c] = tap::input_grad(A(px[c]), t[c], kept[c]);
+        const T* px = x_ptr + n * v.stride_n + c0 + p * v.stride_p;
+        T* pg = grad_x_ptr + n * gv.stride_n + c0 + p * gv.stride_p;
+        for (int64_t c = 0; c < nc; ++c) pg[c] = thresholded_avg_pool2d::input_grad(A(px[c]), t[c], kept[c]);
       }
     });
     return;
   }
   cpu::parallel_rows(v, [&](int64_t n, int64_t c) {
     const int64_t r = n * v.C + c;
-    const T* row = xp + n * v.sN + c * v.sC;
-    T* grow = gxp + n * gv.sN + c * gv.sC;
-    const T kept = tap::kept_grad(gp[r], cp[r]);
-    cpu::with_strides([&](auto xs, auto gs) { backward_row(row, xs, grow, gs, v.P, tp[r], kept); }, v.sP, gv.sP);
+    const T* row = x_ptr + n * v.stride_n + c * v.stride_c;
+    T* grow = grad_x_ptr + n * gv.stride_n + c * gv.stride_c;
+    const T kept = thresholded_avg_pool2d::kept_grad(grad_out_ptr[r], cnt_ptr[r]);
+    cpu::with_strides([&](auto xs, auto gs) { backward_row(row, xs, grow, gs, v.P, thr_ptr[r], kept); }, v.stride_p,
+                      gv.stride_p);
   });
 }
 
 std::tuple<Tensor, Tensor, Tensor> thresholded_avg_pool2d_cpu(Tensor x, double tau) {
-  const tap::ForwardIO io = tap::prepare_forward(x);
+  const thresholded_avg_pool2d::ForwardIO io = thresholded_avg_pool2d::prepare_forward(x);
   if (io.x.numel() > 0) {
-    dispatch_floating(io.x.scalar_type(), tap::kOp, [&](auto tag) { forward<decltype(tag)>(io, tau); });
+    dispatch_floating(io.x.scalar_type(), thresholded_avg_pool2d::kOp,
+                      [&](auto tag) { forward<decltype(tag)>(io, tau); });
   }
   return {io.out, io.thr, io.cnt};
 }
 
 Tensor thresholded_avg_pool2d_backward_cpu(Tensor grad_out, Tensor x, Tensor threshold, Tensor count) {
-  const tap::BackwardIO io = tap::prepare_backward(grad_out, x, threshold, count);
+  const thresholded_avg_pool2d::BackwardIO io = thresholded_avg_pool2d::prepare_backward(grad_out, x, threshold, count);
   if (io.x.numel() > 0) {
-    dispatch_floating(io.x.scalar_type(), tap::kOp, [&](auto tag) { backward<decltype(tag)>(io); });
+    dispatch_floating(io.x.scalar_type(), thresholded_avg_pool2d::kOp, [&](auto tag) { backward<decltype(tag)>(io); });
   }
   return io.grad_x;
 }

@@ -37,21 +37,22 @@ __device__ __forceinline__ void finish_pixel(acc_t<T> sum, int64_t i, int64_t ch
 }
 
 // Sum over channels of x (times y when kBackward) per pixel, a tile of pixels per block with
-// lanes along the contiguous axis (pixel_tiles.cuh); kCI: channels innermost.
-template <class T, bool kCI, bool kBackward>
+// lanes along the contiguous axis (pixel_tiles.cuh); kChannelsInner: channels innermost.
+template <class T, bool kChannelsInner, bool kBackward>
 __global__ void channel_sums(const T* __restrict__ x, NCP v, const T* __restrict__ y, NCP yv,
                              const uint8_t* __restrict__ drop, T* sel, acc_t<T>* shift) {
   using A = acc_t<T>;
-  using Tile = cuda::PixelTile<kCI>;
+  using Tile = cuda::PixelTile<kChannelsInner>;
   const Tile tile(v.P);
   const bool active = tile.p < v.P;
   const bool is_drop = drop[tile.n] != 0;
   A sum = A(0);
   if (active && !(kBackward && is_drop)) {  // the drop branch's gradient needs no sums
-    const T* xp = x + tile.n * v.sN + tile.p * v.sP;
-    const T* yp = kBackward ? y + tile.n * yv.sN + tile.p * yv.sP : nullptr;
+    const T* x_pixel = x + tile.n * v.stride_n + tile.p * v.stride_p;
+    const T* y_pixel = kBackward ? y + tile.n * yv.stride_n + tile.p * yv.stride_p : nullptr;
     for (int64_t c = tile.c_first; c < v.C; c += Tile::kStep) {
-      sum += kBackward ? A(xp[c * v.sC]) * A(yp[c * yv.sC]) : A(xp[c * v.sC]);
+      const A value = A(x_pixel[c * v.stride_c]);
+      sum += kBackward ? value * A(y_pixel[c * yv.stride_c]) : value;
     }
   }
   sum = tile.channel_sum(sum);  // every thread takes part: the reduction may synchronise the block
@@ -86,8 +87,9 @@ __global__ void scale(const T* __restrict__ in, NCP v, const T* __restrict__ sel
   for (int64_t e = threadIdx.x; e < length; e += kThreads) {
     const int64_t c = channels_inner ? e : r, p = channels_inner ? r : e;
     const int64_t pixel = n * v.P + p;
-    out[n * o.sN + c * o.sC + p * o.sP] =
-        adl::scaled<T>(A(in[n * v.sN + c * v.sC + p * v.sP]), A(sel[pixel]), shift ? shift[pixel] : A(0));
+    const A value = A(in[n * v.stride_n + c * v.stride_c + p * v.stride_p]);
+    out[n * o.stride_n + c * o.stride_c + p * o.stride_p] =
+        adl::scaled<T>(value, A(sel[pixel]), shift ? shift[pixel] : A(0));
   }
 }
 
@@ -121,11 +123,11 @@ std::tuple<Tensor, Tensor> adl_cuda(Tensor x, Tensor drop, double threshold) {
   const auto* flags = static_cast<const uint8_t*>(io.drop.const_data_ptr());
   dispatch_floating(io.x.scalar_type(), adl::kOp, [&](auto tag) {
     using T = decltype(tag);
-    const T* xp = io.x.const_data_ptr<T>();
-    T* sp = io.sel.mutable_data_ptr<T>();
-    launch_sums<T, false>(xp, v, nullptr, v, flags, sp, nullptr, stream);
-    drop_mask<T><<<unsigned(v.N), cuda::kTileBlock, 0, stream>>>(sp, v.P, flags, threshold);
-    if (v.C > 0) launch_scale<T>(xp, v, sp, nullptr, io.out.mutable_data_ptr<T>(), o, stream);
+    const T* x_ptr = io.x.const_data_ptr<T>();
+    T* sel_ptr = io.sel.mutable_data_ptr<T>();
+    launch_sums<T, false>(x_ptr, v, nullptr, v, flags, sel_ptr, nullptr, stream);
+    drop_mask<T><<<unsigned(v.N), cuda::kTileBlock, 0, stream>>>(sel_ptr, v.P, flags, threshold);
+    if (v.C > 0) launch_scale<T>(x_ptr, v, sel_ptr, nullptr, io.out.mutable_data_ptr<T>(), o, stream);
   });
   cuda::check_launch(adl::kOp);
   return {io.out, io.sel};
@@ -142,11 +144,11 @@ Tensor adl_backward_cuda(Tensor grad_out, Tensor x, Tensor selected, Tensor drop
   Tensor shift = torch::stable::new_empty(io.x, {v.N, v.P}, wide ? ScalarType::Double : ScalarType::Float);
   dispatch_floating(io.x.scalar_type(), adl::kOp, [&](auto tag) {
     using T = decltype(tag);
-    const T* gp = io.grad_out.const_data_ptr<T>();
-    T* sp = const_cast<T*>(io.sel.const_data_ptr<T>());  // read only in the backward sums
-    auto* hp = shift.mutable_data_ptr<acc_t<T>>();
-    launch_sums<T, true>(io.x.const_data_ptr<T>(), v, gp, gv, flags, sp, hp, stream);
-    launch_scale<T>(gp, gv, sp, hp, io.grad_x.mutable_data_ptr<T>(), o, stream);
+    const T* grad_out_ptr = io.grad_out.const_data_ptr<T>();
+    T* sel_ptr = const_cast<T*>(io.sel.const_data_ptr<T>());  // read only in the backward sums
+    auto* shift_ptr = shift.mutable_data_ptr<acc_t<T>>();
+    launch_sums<T, true>(io.x.const_data_ptr<T>(), v, grad_out_ptr, gv, flags, sel_ptr, shift_ptr, stream);
+    launch_scale<T>(grad_out_ptr, gv, sel_ptr, shift_ptr, io.grad_x.mutable_data_ptr<T>(), o, stream);
   });
   cuda::check_launch(adl::kOp);
   return io.grad_x;

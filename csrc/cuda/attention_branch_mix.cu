@@ -1,7 +1,8 @@
 // ABN's attention mix (1 + m) * g on CUDA: forward and backward, NCHW and channels_last in place.
 //
-// One pixel kernel (PixelTile) serves both: it scales x by 1 + m at each pixel and, in the
-// backward (x the incoming gradient), sums grad_m = sum_c x g over the same channels.
+// One pixel kernel (PixelTile) serves both: it scales its input by 1 + m at each pixel (the
+// features g forward, the incoming gradient backward) and, in the backward, also sums
+// grad_m = sum_c grad features over the same channels.
 #include <tuple>
 
 #include <torch/csrc/stable/library.h>
@@ -18,74 +19,80 @@ namespace {
 using torch::stable::Tensor;
 using cuda::PixelTile;
 
-template <class T, bool kCI, bool kBackward>
-__global__ void mix_pixels(const T* __restrict__ x, NCP xv, const T* __restrict__ m, NCP mv, T* __restrict__ out,
-                           NCP o, const T* __restrict__ g, NCP gv, T* __restrict__ grad_m) {
+template <class T, bool kChannelsInner, bool kBackward>
+__global__ void mix_pixels(const T* __restrict__ in, NCP iv, const T* __restrict__ m, NCP mv, T* __restrict__ out,
+                           NCP o, const T* __restrict__ features, NCP fv, T* __restrict__ grad_m) {
   using A = acc_t<T>;
-  const PixelTile<kCI> tile(xv.P);
-  const bool active = tile.p < xv.P;
+  const PixelTile<kChannelsInner> tile(iv.P);
+  const bool active = tile.p < iv.P;
   A partial = A(0);
   if (active) {
-    const A gain = abn::gain(A(m[tile.n * mv.sN + tile.p * mv.sP]));
-    const T* xn = x + tile.n * xv.sN + tile.p * xv.sP;
-    T* on = out + tile.n * o.sN + tile.p * o.sP;
-    for (int64_t c = tile.c_first; c < xv.C; c += tile.kStep) {
-      const A value = A(xn[c * xv.sC]);
-      on[c * o.sC] = T(gain * value);
-      if constexpr (kBackward) partial += value * A(g[tile.n * gv.sN + c * gv.sC + tile.p * gv.sP]);
+    const A gain = attention_branch_mix::gain(A(m[tile.n * mv.stride_n + tile.p * mv.stride_p]));
+    const T* in_pixel = in + tile.n * iv.stride_n + tile.p * iv.stride_p;
+    T* out_pixel = out + tile.n * o.stride_n + tile.p * o.stride_p;
+    for (int64_t c = tile.c_first; c < iv.C; c += tile.kStep) {
+      const A value = A(in_pixel[c * iv.stride_c]);
+      out_pixel[c * o.stride_c] = T(gain * value);
+      if constexpr (kBackward) {
+        partial += value * A(features[tile.n * fv.stride_n + c * fv.stride_c + tile.p * fv.stride_p]);
+      }
     }
   }
   if constexpr (kBackward) {
     const A sum = tile.channel_sum(partial);
-    if (active && tile.c_first == 0) grad_m[tile.n * xv.P + tile.p] = T(sum);
+    if (active && tile.c_first == 0) grad_m[tile.n * iv.P + tile.p] = T(sum);
   }
 }
 
-// out = (1 + m) x; with g and grad_m also grad_m = sum_c x g.
+// out = (1 + m) in; with features and grad_m also grad_m = sum_c in features.
 template <class T>
-void launch(const Tensor& x, const NCP& xv, const Tensor& m, const NCP& mv, const Tensor& out, const NCP& o,
-            const Tensor* g, const NCP& gv, const Tensor* grad_m) {
-  const cudaStream_t stream = cuda::current_stream(x);
-  const T* xp = x.const_data_ptr<T>();
-  const T* mp = m.const_data_ptr<T>();
-  T* op = out.mutable_data_ptr<T>();
-  if (g == nullptr) {
-    if (xv.channels_inner()) {
-      mix_pixels<T, true, false><<<PixelTile<true>::grid(xv), cuda::kTileBlock, 0, stream>>>(xp, xv, mp, mv, op, o, nullptr, gv, nullptr);
+void launch(const Tensor& in, const NCP& iv, const Tensor& m, const NCP& mv, const Tensor& out, const NCP& o,
+            const Tensor* features, const NCP& fv, const Tensor* grad_m) {
+  const cudaStream_t stream = cuda::current_stream(in);
+  const T* in_ptr = in.const_data_ptr<T>();
+  const T* m_ptr = m.const_data_ptr<T>();
+  T* out_ptr = out.mutable_data_ptr<T>();
+  if (features == nullptr) {
+    if (iv.channels_inner()) {
+      mix_pixels<T, true, false><<<PixelTile<true>::grid(iv), cuda::kTileBlock, 0, stream>>>(
+          in_ptr, iv, m_ptr, mv, out_ptr, o, nullptr, fv, nullptr);
     } else {
-      mix_pixels<T, false, false><<<PixelTile<false>::grid(xv), cuda::kTileBlock, 0, stream>>>(xp, xv, mp, mv, op, o, nullptr, gv, nullptr);
+      mix_pixels<T, false, false><<<PixelTile<false>::grid(iv), cuda::kTileBlock, 0, stream>>>(
+          in_ptr, iv, m_ptr, mv, out_ptr, o, nullptr, fv, nullptr);
     }
     return;
   }
-  const T* gp = g->const_data_ptr<T>();
-  T* gmp = grad_m->mutable_data_ptr<T>();
-  if (xv.channels_inner()) {
-    mix_pixels<T, true, true><<<PixelTile<true>::grid(xv), cuda::kTileBlock, 0, stream>>>(xp, xv, mp, mv, op, o, gp, gv, gmp);
+  const T* features_ptr = features->const_data_ptr<T>();
+  T* grad_m_ptr = grad_m->mutable_data_ptr<T>();
+  if (iv.channels_inner()) {
+    mix_pixels<T, true, true><<<PixelTile<true>::grid(iv), cuda::kTileBlock, 0, stream>>>(
+        in_ptr, iv, m_ptr, mv, out_ptr, o, features_ptr, fv, grad_m_ptr);
   } else {
-    mix_pixels<T, false, true><<<PixelTile<false>::grid(xv), cuda::kTileBlock, 0, stream>>>(xp, xv, mp, mv, op, o, gp, gv, gmp);
+    mix_pixels<T, false, true><<<PixelTile<false>::grid(iv), cuda::kTileBlock, 0, stream>>>(
+        in_ptr, iv, m_ptr, mv, out_ptr, o, features_ptr, fv, grad_m_ptr);
   }
 }
 
 Tensor attention_branch_mix_cuda(Tensor g, Tensor m) {
   torch::stable::accelerator::DeviceGuard guard(g.get_device_index());
-  const abn::ForwardIO io = abn::prepare_forward(g, m);
-  if (io.g.numel() == 0) return io.out;
-  dispatch_floating(io.g.scalar_type(), abn::kOp, [&](auto tag) {
-    launch<decltype(tag)>(io.g, io.v, io.m, io.mv, io.out, io.o, nullptr, io.v, nullptr);
+  const attention_branch_mix::ForwardIO io = attention_branch_mix::prepare_forward(g, m);
+  if (io.features.numel() == 0) return io.out;
+  dispatch_floating(io.features.scalar_type(), attention_branch_mix::kOp, [&](auto tag) {
+    launch<decltype(tag)>(io.features, io.v, io.m, io.mv, io.out, io.o, nullptr, io.v, nullptr);
   });
-  cuda::check_launch(abn::kOp);
+  cuda::check_launch(attention_branch_mix::kOp);
   return io.out;
 }
 
 std::tuple<Tensor, Tensor> attention_branch_mix_backward_cuda(Tensor grad_out, Tensor g, Tensor m) {
   torch::stable::accelerator::DeviceGuard guard(g.get_device_index());
-  const abn::BackwardIO io = abn::prepare_backward(grad_out, g, m);
-  if (io.v.N * io.v.P == 0) return {io.grad_g, io.grad_m};
-  dispatch_floating(io.g.scalar_type(), abn::kOp, [&](auto tag) {
-    launch<decltype(tag)>(io.grad_out, io.d, io.m, io.mv, io.grad_g, io.o, &io.g, io.v, &io.grad_m);
+  const attention_branch_mix::BackwardIO io = attention_branch_mix::prepare_backward(grad_out, g, m);
+  if (io.v.N * io.v.P == 0) return {io.grad_features, io.grad_m};
+  dispatch_floating(io.features.scalar_type(), attention_branch_mix::kOp, [&](auto tag) {
+    launch<decltype(tag)>(io.grad_out, io.g, io.m, io.mv, io.grad_features, io.o, &io.features, io.v, &io.grad_m);
   });
-  cuda::check_launch(abn::kOp);
-  return {io.grad_g, io.grad_m};
+  cuda::check_launch(attention_branch_mix::kOp);
+  return {io.grad_features, io.grad_m};
 }
 
 }  // namespace

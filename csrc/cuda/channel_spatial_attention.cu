@@ -18,60 +18,63 @@ namespace camfast {
 namespace {
 
 using torch::stable::Tensor;
+using channel_spatial_attention::Weights;
 using cuda::ChannelTile;
 using cuda::PixelTile;
 
 // What a forward pixel pass does.
 enum class Pass { sums, sigmoid_and_scale, scale };
 
-template <class T, bool kCI, Pass kPass>
-__global__ void forward_pixels(const T* __restrict__ a, NCP v, const T* __restrict__ s, csa::Weights w,
+template <class T, bool kChannelsInner, Pass kPass>
+__global__ void forward_pixels(const T* __restrict__ a, NCP v, const T* __restrict__ s, Weights w,
                                acc_t<T>* __restrict__ t, T* __restrict__ out, NCP o) {
   using A = acc_t<T>;
-  const PixelTile<kCI> tile(v.P);
+  const PixelTile<kChannelsInner> tile(v.P);
   const bool active = tile.p < v.P;
-  const T* an = a + tile.n * v.sN + tile.p * v.sP;
-  A* tp = t + tile.n * v.P + tile.p;
+  const T* an = a + tile.n * v.stride_n + tile.p * v.stride_p;
+  A* t_pixel = t + tile.n * v.P + tile.p;
   A scale;
   if constexpr (kPass == Pass::scale) {
     if (!active) return;
-    scale = *tp;
+    scale = *t_pixel;
   } else {
-    const T* sn = s + tile.n * w.sN;
+    const T* sn = s + tile.n * w.stride_n;
     A partial = A(0);
     if (active) {
-      for (int64_t c = tile.c_first; c < v.C; c += tile.kStep) partial += A(sn[c * w.sC]) * A(an[c * v.sC]);
+      for (int64_t c = tile.c_first; c < v.C; c += tile.kStep) {
+        partial += A(sn[c * w.stride_c]) * A(an[c * v.stride_c]);
+      }
     }
     const A z = tile.channel_sum(partial);
     if (!active) return;
     if constexpr (kPass == Pass::sums) {
-      if (tile.c_first == 0) *tp = z;
+      if (tile.c_first == 0) *t_pixel = z;
       return;
     }
     scale = sigmoid(z);
-    if (tile.c_first == 0) *tp = scale;
+    if (tile.c_first == 0) *t_pixel = scale;
   }
-  T* on = out + tile.n * o.sN + tile.p * o.sP;
-  for (int64_t c = tile.c_first; c < v.C; c += tile.kStep) on[c * o.sC] = T(A(an[c * v.sC]) * scale);
+  T* on = out + tile.n * o.stride_n + tile.p * o.stride_p;
+  for (int64_t c = tile.c_first; c < v.C; c += tile.kStep) on[c * o.stride_c] = T(A(an[c * v.stride_c]) * scale);
 }
 
 // r = sum_c g a per pixel, stored as u: under the sigmoid u = r (1 - t) t at once.
-template <class T, bool kCI, bool kSigmoid>
+template <class T, bool kChannelsInner, bool kSigmoid>
 __global__ void backward_pixels(const T* __restrict__ g, NCP gv, const T* __restrict__ a, NCP v,
                                 const acc_t<T>* __restrict__ t, acc_t<T>* __restrict__ u) {
   using A = acc_t<T>;
-  const PixelTile<kCI> tile(v.P);
+  const PixelTile<kChannelsInner> tile(v.P);
   const bool active = tile.p < v.P;
   A partial = A(0);
   if (active) {
-    const T* an = a + tile.n * v.sN + tile.p * v.sP;
-    const T* gn = g + tile.n * gv.sN + tile.p * gv.sP;
-    for (int64_t c = tile.c_first; c < v.C; c += tile.kStep) partial += A(gn[c * gv.sC]) * A(an[c * v.sC]);
+    const T* an = a + tile.n * v.stride_n + tile.p * v.stride_p;
+    const T* gn = g + tile.n * gv.stride_n + tile.p * gv.stride_p;
+    for (int64_t c = tile.c_first; c < v.C; c += tile.kStep) partial += A(gn[c * gv.stride_c]) * A(an[c * v.stride_c]);
   }
   const A r = tile.channel_sum(partial);
   if (!active || tile.c_first != 0) return;
   const int64_t i = tile.n * v.P + tile.p;
-  u[i] = kSigmoid ? csa::sigmoid_grad(t[i], r) : r;
+  u[i] = kSigmoid ? channel_spatial_attention::sigmoid_grad(t[i], r) : r;
 }
 
 // One block per sample: t := softmax(t) over the sample's map (t holds z).
@@ -97,27 +100,27 @@ template <class A> __global__ void softmax_grad_maps(const A* __restrict__ t, A*
   A partial = A(0);
   for (int64_t p = tid; p < P; p += threads) partial += tn[p] * un[p];
   const A sum_tr = cuda::block_sum(partial);
-  for (int64_t p = tid; p < P; p += threads) un[p] = csa::softmax_grad(tn[p], un[p], sum_tr);
+  for (int64_t p = tid; p < P; p += threads) un[p] = channel_spatial_attention::softmax_grad(tn[p], un[p], sum_tr);
 }
 
-template <class T, bool kCI>
+template <class T, bool kChannelsInner>
 __global__ void input_grads(const T* __restrict__ g, NCP gv, const T* __restrict__ a, NCP v,
-                            const T* __restrict__ s, csa::Weights w, const acc_t<T>* __restrict__ t,
+                            const T* __restrict__ s, Weights w, const acc_t<T>* __restrict__ t,
                             const acc_t<T>* __restrict__ u, T* __restrict__ grad_a, NCP o, T* __restrict__ grad_s) {
   using A = acc_t<T>;
-  const ChannelTile<kCI> tile(v.C);
+  const ChannelTile<kChannelsInner> tile(v.C);
   const bool active = tile.c < v.C;
   A partial = A(0);
   if (active) {
-    const A sc = A(s[tile.n * w.sN + tile.c * w.sC]);
-    const T* an = a + tile.n * v.sN + tile.c * v.sC;
-    const T* gn = g + tile.n * gv.sN + tile.c * gv.sC;
-    T* on = grad_a + tile.n * o.sN + tile.c * o.sC;
+    const A sc = A(s[tile.n * w.stride_n + tile.c * w.stride_c]);
+    const T* an = a + tile.n * v.stride_n + tile.c * v.stride_c;
+    const T* gn = g + tile.n * gv.stride_n + tile.c * gv.stride_c;
+    T* on = grad_a + tile.n * o.stride_n + tile.c * o.stride_c;
     const A* tn = t + tile.n * v.P;
     const A* un = u + tile.n * v.P;
     for (int64_t p = tile.p_first; p < v.P; p += tile.kStep) {
-      on[p * o.sP] = T(csa::input_grad(A(gn[p * gv.sP]), tn[p], sc, un[p]));
-      partial += un[p] * A(an[p * v.sP]);
+      on[p * o.stride_p] = T(channel_spatial_attention::input_grad(A(gn[p * gv.stride_p]), tn[p], sc, un[p]));
+      partial += un[p] * A(an[p * v.stride_p]);
     }
   }
   const A sum = tile.pixel_sum(partial);
@@ -126,47 +129,54 @@ __global__ void input_grads(const T* __restrict__ g, NCP gv, const T* __restrict
 
 const dim3 kSampleBlock(cuda::kLanes, cuda::kGroups);
 
-template <class T, bool kCI> void launch_forward(const csa::ForwardIO& io, bool softmax, cudaStream_t stream) {
+template <class T, bool kChannelsInner>
+void launch_forward(const channel_spatial_attention::ForwardIO& io, bool softmax, cudaStream_t stream) {
   using A = acc_t<T>;
-  const T* ap = io.a.const_data_ptr<T>();
-  const T* sp = io.s.const_data_ptr<T>();
-  A* tp = io.t.mutable_data_ptr<A>();
-  T* op = io.out.mutable_data_ptr<T>();
-  const dim3 grid = PixelTile<kCI>::grid(io.v);
+  const T* a_ptr = io.a.const_data_ptr<T>();
+  const T* s_ptr = io.s.const_data_ptr<T>();
+  A* t_ptr = io.t.mutable_data_ptr<A>();
+  T* out_ptr = io.out.mutable_data_ptr<T>();
+  const dim3 grid = PixelTile<kChannelsInner>::grid(io.v);
   if (!softmax) {
-    forward_pixels<T, kCI, Pass::sigmoid_and_scale><<<grid, cuda::kTileBlock, 0, stream>>>(ap, io.v, sp, io.w, tp, op, io.o);
+    forward_pixels<T, kChannelsInner, Pass::sigmoid_and_scale>
+        <<<grid, cuda::kTileBlock, 0, stream>>>(a_ptr, io.v, s_ptr, io.w, t_ptr, out_ptr, io.o);
     return;
   }
-  forward_pixels<T, kCI, Pass::sums><<<grid, cuda::kTileBlock, 0, stream>>>(ap, io.v, sp, io.w, tp, op, io.o);
-  softmax_maps<A><<<unsigned(io.v.N), kSampleBlock, 0, stream>>>(tp, io.v.P);
-  forward_pixels<T, kCI, Pass::scale><<<grid, cuda::kTileBlock, 0, stream>>>(ap, io.v, sp, io.w, tp, op, io.o);
+  forward_pixels<T, kChannelsInner, Pass::sums>
+      <<<grid, cuda::kTileBlock, 0, stream>>>(a_ptr, io.v, s_ptr, io.w, t_ptr, out_ptr, io.o);
+  softmax_maps<A><<<unsigned(io.v.N), kSampleBlock, 0, stream>>>(t_ptr, io.v.P);
+  forward_pixels<T, kChannelsInner, Pass::scale>
+      <<<grid, cuda::kTileBlock, 0, stream>>>(a_ptr, io.v, s_ptr, io.w, t_ptr, out_ptr, io.o);
 }
 
-template <class T, bool kCI>
-void launch_backward(const csa::BackwardIO& io, const Tensor& u, bool softmax, cudaStream_t stream) {
+template <class T, bool kChannelsInner>
+void launch_backward(const channel_spatial_attention::BackwardIO& io, const Tensor& u, bool softmax,
+                     cudaStream_t stream) {
   using A = acc_t<T>;
-  const T* gp = io.grad_out.const_data_ptr<T>();
-  const T* ap = io.a.const_data_ptr<T>();
-  const A* tp = io.t.const_data_ptr<A>();
-  A* up = u.mutable_data_ptr<A>();
-  const dim3 pixels = PixelTile<kCI>::grid(io.v);
+  const T* grad_out_ptr = io.grad_out.const_data_ptr<T>();
+  const T* a_ptr = io.a.const_data_ptr<T>();
+  const A* t_ptr = io.t.const_data_ptr<A>();
+  A* u_ptr = u.mutable_data_ptr<A>();
+  const dim3 pixels = PixelTile<kChannelsInner>::grid(io.v);
   if (softmax) {
-    backward_pixels<T, kCI, false><<<pixels, cuda::kTileBlock, 0, stream>>>(gp, io.g, ap, io.v, tp, up);
-    softmax_grad_maps<A><<<unsigned(io.v.N), kSampleBlock, 0, stream>>>(tp, up, io.v.P);
+    backward_pixels<T, kChannelsInner, false>
+        <<<pixels, cuda::kTileBlock, 0, stream>>>(grad_out_ptr, io.g, a_ptr, io.v, t_ptr, u_ptr);
+    softmax_grad_maps<A><<<unsigned(io.v.N), kSampleBlock, 0, stream>>>(t_ptr, u_ptr, io.v.P);
   } else {
-    backward_pixels<T, kCI, true><<<pixels, cuda::kTileBlock, 0, stream>>>(gp, io.g, ap, io.v, tp, up);
+    backward_pixels<T, kChannelsInner, true>
+        <<<pixels, cuda::kTileBlock, 0, stream>>>(grad_out_ptr, io.g, a_ptr, io.v, t_ptr, u_ptr);
   }
-  input_grads<T, kCI><<<ChannelTile<kCI>::grid(io.v), cuda::kTileBlock, 0, stream>>>(
-      gp, io.g, ap, io.v, io.s.const_data_ptr<T>(), io.w, tp, up, io.grad_a.mutable_data_ptr<T>(), io.o,
-      io.grad_s.mutable_data_ptr<T>());
+  input_grads<T, kChannelsInner><<<ChannelTile<kChannelsInner>::grid(io.v), cuda::kTileBlock, 0, stream>>>(
+      grad_out_ptr, io.g, a_ptr, io.v, io.s.const_data_ptr<T>(), io.w, t_ptr, u_ptr, io.grad_a.mutable_data_ptr<T>(),
+      io.o, io.grad_s.mutable_data_ptr<T>());
 }
 
 std::tuple<Tensor, Tensor> channel_spatial_attention_cuda(Tensor a, Tensor s, bool softmax) {
   torch::stable::accelerator::DeviceGuard guard(a.get_device_index());
-  const csa::ForwardIO io = csa::prepare_forward(a, s);
+  const channel_spatial_attention::ForwardIO io = channel_spatial_attention::prepare_forward(a, s);
   if (io.v.N * io.v.P == 0) return {io.out, io.t};
   const cudaStream_t stream = cuda::current_stream(io.a);
-  dispatch_floating(io.a.scalar_type(), csa::kOp, [&](auto tag) {
+  dispatch_floating(io.a.scalar_type(), channel_spatial_attention::kOp, [&](auto tag) {
     using T = decltype(tag);
     if (io.v.channels_inner() && io.o.channels_inner()) {
       launch_forward<T, true>(io, softmax, stream);
@@ -174,19 +184,19 @@ std::tuple<Tensor, Tensor> channel_spatial_attention_cuda(Tensor a, Tensor s, bo
       launch_forward<T, false>(io, softmax, stream);
     }
   });
-  cuda::check_launch(csa::kOp);
+  cuda::check_launch(channel_spatial_attention::kOp);
   return {io.out, io.t};
 }
 
 std::tuple<Tensor, Tensor> channel_spatial_attention_backward_cuda(Tensor grad_out, Tensor a, Tensor s, Tensor t,
                                                                    bool softmax) {
   torch::stable::accelerator::DeviceGuard guard(a.get_device_index());
-  const csa::BackwardIO io = csa::prepare_backward(grad_out, a, s, t);
+  const channel_spatial_attention::BackwardIO io = channel_spatial_attention::prepare_backward(grad_out, a, s, t);
   if (io.v.N * io.v.P == 0) return {io.grad_a, io.grad_s};
   const cudaStream_t stream = cuda::current_stream(io.a);
   // u: the gradient of z per pixel (scratch); the softmax backward overwrites r with it in place.
   const Tensor u = torch::stable::empty_like(io.t);
-  dispatch_floating(io.a.scalar_type(), csa::kOp, [&](auto tag) {
+  dispatch_floating(io.a.scalar_type(), channel_spatial_attention::kOp, [&](auto tag) {
     using T = decltype(tag);
     if (io.v.channels_inner()) {
       launch_backward<T, true>(io, u, softmax, stream);
@@ -194,7 +204,7 @@ std::tuple<Tensor, Tensor> channel_spatial_attention_backward_cuda(Tensor grad_o
       launch_backward<T, false>(io, u, softmax, stream);
     }
   });
-  cuda::check_launch(csa::kOp);
+  cuda::check_launch(channel_spatial_attention::kOp);
   return {io.grad_a, io.grad_s};
 }
 

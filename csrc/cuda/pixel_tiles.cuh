@@ -1,9 +1,9 @@
 // Thread tiles for the CUDA kernels that mix channels at each pixel (GGAM, ABN).
 //
 // A block is (kLanes, kGroups) threads. Lanes run along the axis that is contiguous in memory so
-// loads coalesce: pixels in NCHW, channels when channels are innermost (kCI). PixelTile gives a
-// block a run of pixels of one sample and each thread its pixel and its share of the channels;
-// ChannelTile gives a block a run of channels and each thread its share of the pixels.
+// loads coalesce: pixels in NCHW, channels when channels are innermost (kChannelsInner). PixelTile
+// gives a block a run of pixels of one sample and each thread its pixel and its share of the
+// channels; ChannelTile gives a block a run of channels and each thread its share of the pixels.
 #pragma once
 
 #include "cuda_utils.cuh"
@@ -49,37 +49,37 @@ template <class A> __device__ __forceinline__ A block_max(NanMax<A> m) {
   return block_sum(A(m.has_nan)) > A(0) ? quiet_nan<A>() : top;
 }
 
-template <bool kCI> struct PixelTile {
-  static constexpr int kPixels = kCI ? kGroups : kLanes;  // pixels per block
-  static constexpr int kStep = kCI ? kLanes : kGroups;    // between a thread's channels
+template <bool kChannelsInner> struct PixelTile {
+  static constexpr int kPixels = kChannelsInner ? kGroups : kLanes;  // pixels per block
+  static constexpr int kStep = kChannelsInner ? kLanes : kGroups;    // between a thread's channels
   int64_t n, p;
   int c_first;
 
   __device__ explicit PixelTile(int64_t P) {
     const int64_t tiles = ceil_div(P, kPixels);
     n = blockIdx.x / tiles;
-    p = (blockIdx.x % tiles) * kPixels + (kCI ? threadIdx.y : threadIdx.x);
-    c_first = kCI ? threadIdx.x : threadIdx.y;
+    p = (blockIdx.x % tiles) * kPixels + (kChannelsInner ? threadIdx.y : threadIdx.x);
+    c_first = kChannelsInner ? threadIdx.x : threadIdx.y;
   }
   // Sum of each thread's partial over the channels of its pixel.
-  template <class A> __device__ A channel_sum(A partial) const { return tile_sum<kCI>(partial); }
+  template <class A> __device__ A channel_sum(A partial) const { return tile_sum<kChannelsInner>(partial); }
   static dim3 grid(const NCP& v) { return dim3(unsigned(v.N * ceil_div(v.P, kPixels))); }
 };
 
-template <bool kCI> struct ChannelTile {
-  static constexpr int kChannels = kCI ? kLanes : kGroups;  // channels per block
-  static constexpr int kStep = kCI ? kGroups : kLanes;      // between a thread's pixels
+template <bool kChannelsInner> struct ChannelTile {
+  static constexpr int kChannels = kChannelsInner ? kLanes : kGroups;  // channels per block
+  static constexpr int kStep = kChannelsInner ? kGroups : kLanes;      // between a thread's pixels
   int64_t n, c;
   int p_first;
 
   __device__ explicit ChannelTile(int64_t C) {
     const int64_t tiles = ceil_div(C, kChannels);
     n = blockIdx.x / tiles;
-    c = (blockIdx.x % tiles) * kChannels + (kCI ? threadIdx.x : threadIdx.y);
-    p_first = kCI ? threadIdx.y : threadIdx.x;
+    c = (blockIdx.x % tiles) * kChannels + (kChannelsInner ? threadIdx.x : threadIdx.y);
+    p_first = kChannelsInner ? threadIdx.y : threadIdx.x;
   }
   // Sum of each thread's partial over the pixels of its channel.
-  template <class A> __device__ A pixel_sum(A partial) const { return tile_sum<!kCI>(partial); }
+  template <class A> __device__ A pixel_sum(A partial) const { return tile_sum<!kChannelsInner>(partial); }
   static dim3 grid(const NCP& v) { return dim3(unsigned(v.N * ceil_div(v.C, kChannels))); }
 };
 

@@ -17,32 +17,32 @@ namespace {
 
 using torch::stable::Tensor;
 using cuda::kWarp;
-using scm::Extrema;
-using scm::MapStats;
-using scm::Tap;
+using score_cam_masks::Extrema;
+using score_cam_masks::MapStats;
+using score_cam_masks::Tap;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarp;
 constexpr int64_t kMaxBlocks = 1 << 20;  // masks_kernel strides over larger grids
 
 template <class A> struct Geometry {
-  scm::ActView a;
+  score_cam_masks::ActView a;
   int64_t H, W;
   bool align_corners;
-  A scale_h, scale_w;  // scm::source_scale of each axis
+  A scale_h, scale_w;  // score_cam_masks::source_scale of each axis
 
   // Row y of map r's upsampled values at column x, each source tap mapped by s.source().
   template <class T>
   __device__ A upsampled(const T* __restrict__ m, int64_t y, int64_t x, const MapStats<A>& s) const {
-    const Tap<A> ty = scm::linear_tap<A>(a.h, H, scale_h, align_corners, y);
-    const Tap<A> tx = scm::linear_tap<A>(a.w, W, scale_w, align_corners, x);
-    const auto at = [&](int64_t i, int64_t j) { return s.source(A(m[i * a.sH + j * a.sW])); };
-    return scm::lerp(scm::lerp(at(ty.i0, tx.i0), at(ty.i0, tx.i1), tx),
-                     scm::lerp(at(ty.i1, tx.i0), at(ty.i1, tx.i1), tx), ty);
+    const Tap<A> ty = score_cam_masks::linear_tap<A>(a.h, H, scale_h, align_corners, y);
+    const Tap<A> tx = score_cam_masks::linear_tap<A>(a.w, W, scale_w, align_corners, x);
+    const auto at = [&](int64_t i, int64_t j) { return s.source(A(m[i * a.stride_h + j * a.stride_w])); };
+    return score_cam_masks::lerp(score_cam_masks::lerp(at(ty.i0, tx.i0), at(ty.i0, tx.i1), tx),
+                     score_cam_masks::lerp(at(ty.i1, tx.i0), at(ty.i1, tx.i1), tx), ty);
   }
 
   template <class T> __device__ const T* map(const T* act, int64_t r) const {
-    return act + (r / a.K) * a.sN + (r % a.K) * a.sK;
+    return act + (r / a.K) * a.stride_n + (r % a.K) * a.stride_k;
   }
 };
 
@@ -72,15 +72,15 @@ stats_kernel(const T* __restrict__ act, Geometry<A> g, bool feature, MapStats<A>
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   Extrema<A> e;
   for (int64_t i = warp; i < g.a.h; i += kWarps) {
-    for (int64_t j = lane; j < g.a.w; j += kWarp) e.add(A(m[i * g.a.sH + j * g.a.sW]));
+    for (int64_t j = lane; j < g.a.w; j += kWarp) e.add(A(m[i * g.a.stride_h + j * g.a.stride_w]));
   }
-  MapStats<A> s = scm::source_stats(block_extrema(e), feature);
+  MapStats<A> s = score_cam_masks::source_stats(block_extrema(e), feature);
   if (!feature && !s.constant) {  // the same branch for the whole block
     Extrema<A> u;
     for (int64_t y = warp; y < g.H; y += kWarps) {
       for (int64_t x = lane; x < g.W; x += kWarp) u.add(g.upsampled(m, y, x, s));
     }
-    scm::with_upsampled(s, block_extrema(u));
+    score_cam_masks::with_upsampled(s, block_extrema(u));
   }
   if (threadIdx.x == 0) {
     stats[r] = s;
@@ -99,34 +99,34 @@ masks_kernel(const T* __restrict__ act, const T* __restrict__ image, NCP img, Ge
     if (p >= P) continue;
     const MapStats<A> s = stats[r];
     const A mask = s.mask(g.upsampled(g.map(act, r), p / g.W, p % g.W, s));
-    const T* in = image + (r / g.a.K) * img.sN + p * img.sP;
+    const T* in = image + (r / g.a.K) * img.stride_n + p * img.stride_p;
     T* o = out + r * img.C * P + p;
-    for (int64_t c = 0; c < img.C; ++c) o[c * P] = T(mask * A(in[c * img.sC]));
+    for (int64_t c = 0; c < img.C; ++c) o[c * P] = T(mask * A(in[c * img.stride_c]));
   }
 }
 
 std::tuple<Tensor, Tensor> score_cam_masks_cuda(Tensor act, Tensor image, bool align_corners, bool normalize_feature) {
   torch::stable::accelerator::DeviceGuard guard(act.get_device_index());
-  const scm::IO io = scm::prepare(act, image);
+  const score_cam_masks::IO io = score_cam_masks::prepare(act, image);
   const int64_t maps = io.maps();
   if (maps == 0) return {io.out, io.constant};
   const cudaStream_t stream = cuda::current_stream(io.act);
-  dispatch_floating(io.act.scalar_type(), scm::kOp, [&](auto tag) {
+  dispatch_floating(io.act.scalar_type(), score_cam_masks::kOp, [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
-    const Geometry<A> g{io.a, io.H, io.W, align_corners, scm::source_scale<A>(io.a.h, io.H, align_corners),
-                        scm::source_scale<A>(io.a.w, io.W, align_corners)};
+    const Geometry<A> g{io.a, io.H, io.W, align_corners, score_cam_masks::source_scale<A>(io.a.h, io.H, align_corners),
+                        score_cam_masks::source_scale<A>(io.a.w, io.W, align_corners)};
     // Per-map statistics as raw bytes: MapStats<A> is a plain struct of four A and a flag.
     Tensor stats = torch::stable::new_empty(io.act, {maps * int64_t(sizeof(MapStats<A>))}, ScalarType::Byte);
-    auto* sp = reinterpret_cast<MapStats<A>*>(stats.mutable_data_ptr<uint8_t>());
-    const T* ap = io.act.const_data_ptr<T>();
-    stats_kernel<T><<<unsigned(maps), kThreads, 0, stream>>>(ap, g, normalize_feature, sp,
+    auto* stats_ptr = reinterpret_cast<MapStats<A>*>(stats.mutable_data_ptr<uint8_t>());
+    const T* act_ptr = io.act.const_data_ptr<T>();
+    stats_kernel<T><<<unsigned(maps), kThreads, 0, stream>>>(act_ptr, g, normalize_feature, stats_ptr,
                                                              io.constant.mutable_data_ptr<bool>());
     const int64_t blocks = std::min(kMaxBlocks, maps * cuda::ceil_div(io.H * io.W, kThreads));
-    masks_kernel<T><<<unsigned(blocks), kThreads, 0, stream>>>(ap, io.image.const_data_ptr<T>(), io.img, g, sp,
-                                                               io.out.mutable_data_ptr<T>());
+    masks_kernel<T><<<unsigned(blocks), kThreads, 0, stream>>>(act_ptr, io.image.const_data_ptr<T>(), io.img, g,
+                                                               stats_ptr, io.out.mutable_data_ptr<T>());
   });
-  cuda::check_launch(scm::kOp);
+  cuda::check_launch(score_cam_masks::kOp);
   return {io.out, io.constant};
 }
 

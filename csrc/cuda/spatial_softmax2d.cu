@@ -3,7 +3,7 @@
 // NCHW rows are contiguous: one warp handles one row. With channels innermost a block covers 32
 // consecutive channels (coalesced) and 8 pixel lanes per channel, combined through shared memory.
 // The softmax makes a max pass, a sum pass and a write pass over its row (the later passes hit
-// L1/L2); the soft-argmax accumulates online (ssm::OnlineSums), one pass, the softmax never written.
+// L1/L2); the soft-argmax accumulates online (spatial_softmax2d::OnlineSums), one pass, the softmax never written.
 #include <tuple>
 
 #include <torch/csrc/stable/library.h>
@@ -19,7 +19,7 @@ namespace {
 
 using torch::stable::Tensor;
 using cuda::kWarp;
-using ssm::OnlineSums;
+using spatial_softmax2d::OnlineSums;
 
 constexpr int kRowsPerBlock = 8;  // warps per block in the row kernels
 constexpr int kTileC = kWarp;     // channels per block in the channel-tile kernels
@@ -99,7 +99,9 @@ template <bool kTile> __device__ Lane lane_of(const NCP& v) {
   }
 }
 
-__device__ __forceinline__ int64_t offset(const NCP& v, int64_t row) { return (row / v.C) * v.sN + (row % v.C) * v.sC; }
+__device__ __forceinline__ int64_t offset(const NCP& v, int64_t row) {
+  return (row / v.C) * v.stride_n + (row % v.C) * v.stride_c;
+}
 
 // ---- softmax ----
 
@@ -110,7 +112,7 @@ __device__ void softmax_stats(const T* xr, const NCP& v, acc_t<T> inv_t, int64_t
   using A = acc_t<T>;
   NanMax<A> m;
   if (active) {
-    for (int64_t p = first; p < v.P; p += step) m.add(A(xr[p * v.sP]) * inv_t);
+    for (int64_t p = first; p < v.P; p += step) m.add(A(xr[p * v.stride_p]) * inv_t);
   }
   if constexpr (kTile) {
     m = column_total(m, [](NanMax<A>& a, const NanMax<A>& b) { a.merge(b); });
@@ -120,7 +122,7 @@ __device__ void softmax_stats(const T* xr, const NCP& v, acc_t<T> inv_t, int64_t
   const A mx = m.result();
   A s = A(0);
   if (active) {
-    for (int64_t p = first; p < v.P; p += step) s += ssm::exp_acc(A(xr[p * v.sP]) * inv_t - mx);
+    for (int64_t p = first; p < v.P; p += step) s += spatial_softmax2d::exp_acc(A(xr[p * v.stride_p]) * inv_t - mx);
   }
   s_out = kTile ? column_sum(s) : cuda::warp_sum(s);
   m_out = mx;
@@ -130,7 +132,7 @@ template <bool kTile, class T>
 __global__ void softmax_forward(const T* __restrict__ x, NCP v, T* __restrict__ out, NCP o, double temperature,
                                 acc_t<T>* row_max, acc_t<T>* row_sum) {
   using A = acc_t<T>;
-  const A inv_t = ssm::inverse<A>(temperature);
+  const A inv_t = spatial_softmax2d::inverse<A>(temperature);
   const auto [row, first, step, active, leader, past_end] = lane_of<kTile>(v);
   if (past_end) return;
   const T* xr = x + offset(v, row);
@@ -143,7 +145,9 @@ __global__ void softmax_forward(const T* __restrict__ x, NCP v, T* __restrict__ 
   }
   T* orow = out + offset(o, row);
   const A inv_s = A(1) / s;
-  for (int64_t p = first; p < v.P; p += step) orow[p * o.sP] = T(ssm::exp_acc(A(xr[p * v.sP]) * inv_t - m) * inv_s);
+  for (int64_t p = first; p < v.P; p += step) {
+    orow[p * o.stride_p] = T(spatial_softmax2d::exp_acc(A(xr[p * v.stride_p]) * inv_t - m) * inv_s);
+  }
 }
 
 template <bool kTile, class T>
@@ -151,7 +155,7 @@ __global__ void softmax_backward(const T* __restrict__ g, NCP gv, const T* __res
                                  const acc_t<T>* __restrict__ row_max, const acc_t<T>* __restrict__ row_sum,
                                  T* __restrict__ gx, NCP o, double temperature) {
   using A = acc_t<T>;
-  const A inv_t = ssm::inverse<A>(temperature);
+  const A inv_t = spatial_softmax2d::inverse<A>(temperature);
   const auto [row, first, step, active, leader, past_end] = lane_of<kTile>(v);
   if (past_end) return;
   const T* xr = x + offset(v, row);
@@ -160,15 +164,15 @@ __global__ void softmax_backward(const T* __restrict__ g, NCP gv, const T* __res
   A dot = A(0);
   if (active) {
     for (int64_t p = first; p < v.P; p += step) {
-      dot += A(gr[p * gv.sP]) * ssm::exp_acc(A(xr[p * v.sP]) * inv_t - m) * inv_s;
+      dot += A(gr[p * gv.stride_p]) * spatial_softmax2d::exp_acc(A(xr[p * v.stride_p]) * inv_t - m) * inv_s;
     }
   }
   dot = kTile ? column_sum(dot) : cuda::warp_sum(dot);
   if (!active) return;
   T* grow = gx + offset(o, row);
   for (int64_t p = first; p < v.P; p += step) {
-    const A y = ssm::exp_acc(A(xr[p * v.sP]) * inv_t - m) * inv_s;
-    grow[p * o.sP] = T(inv_t * y * (A(gr[p * gv.sP]) - dot));
+    const A y = spatial_softmax2d::exp_acc(A(xr[p * v.stride_p]) * inv_t - m) * inv_s;
+    grow[p * o.stride_p] = T(inv_t * y * (A(gr[p * gv.stride_p]) - dot));
   }
 }
 
@@ -177,22 +181,22 @@ __global__ void softmax_backward(const T* __restrict__ g, NCP gv, const T* __res
 struct Grid2d {
   int64_t H, W;
   bool normalized;
-  template <class A> __device__ A x(int64_t p) const { return ssm::coordinate<A>(p % W, W, normalized); }
-  template <class A> __device__ A y(int64_t p) const { return ssm::coordinate<A>(p / W, H, normalized); }
+  template <class A> __device__ A x(int64_t p) const { return spatial_softmax2d::coordinate<A>(p % W, W, normalized); }
+  template <class A> __device__ A y(int64_t p) const { return spatial_softmax2d::coordinate<A>(p / W, H, normalized); }
 };
 
 template <bool kTile, class T>
 __global__ void soft_argmax_forward(const T* __restrict__ x, NCP v, Grid2d grid, double temperature,
                                     acc_t<T>* out, acc_t<T>* row_max, acc_t<T>* row_sum) {
   using A = acc_t<T>;
-  const A inv_t = ssm::inverse<A>(temperature);
+  const A inv_t = spatial_softmax2d::inverse<A>(temperature);
   const auto [row, first, step, active, leader, past_end] = lane_of<kTile>(v);
   if (past_end) return;
   const T* xr = x + offset(v, row);
   OnlineSums<A> acc;
   if (active) {
     for (int64_t p = first; p < v.P; p += step) {
-      acc.add(A(xr[p * v.sP]) * inv_t, grid.x<A>(p), grid.y<A>(p));
+      acc.add(A(xr[p * v.stride_p]) * inv_t, grid.x<A>(p), grid.y<A>(p));
     }
   }
   if constexpr (kTile) {
@@ -215,17 +219,17 @@ __global__ void soft_argmax_backward(const acc_t<T>* __restrict__ g, const acc_t
                                      const acc_t<T>* __restrict__ row_sum, T* __restrict__ gx, NCP o, Grid2d grid,
                                      double temperature) {
   using A = acc_t<T>;
-  const A inv_t = ssm::inverse<A>(temperature);
+  const A inv_t = spatial_softmax2d::inverse<A>(temperature);
   const auto [row, first, step, active, leader, past_end] = lane_of<kTile>(v);
   if (past_end || !active) return;  // nothing to reduce across lanes here
   const A g_x = g[2 * row], g_y = g[2 * row + 1];
-  const A shared = ssm::expected_dot(g_x, g_y, out[2 * row], out[2 * row + 1]);
+  const A shared = spatial_softmax2d::expected_dot(g_x, g_y, out[2 * row], out[2 * row + 1]);
   const A m = row_max[row], k = inv_t / row_sum[row];
   const T* xr = x + offset(v, row);
   T* grow = gx + offset(o, row);
   for (int64_t p = first; p < v.P; p += step) {
     const A direction = g_x * grid.x<A>(p) + g_y * grid.y<A>(p) - shared;
-    grow[p * o.sP] = T(k * ssm::exp_acc(A(xr[p * v.sP]) * inv_t - m) * direction);
+    grow[p * o.stride_p] = T(k * spatial_softmax2d::exp_acc(A(xr[p * v.stride_p]) * inv_t - m) * direction);
   }
 }
 
@@ -248,28 +252,28 @@ const dim3 kTileBlock(kTileC, kTileP);
 
 std::tuple<Tensor, Tensor, Tensor> spatial_softmax2d_cuda(Tensor x, double temperature) {
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
-  const ssm::SoftmaxForwardIO io = ssm::prepare_softmax_forward(x, temperature);
+  const auto io = spatial_softmax2d::prepare_softmax_forward(x, temperature);
   if (io.x.t.numel() == 0) return {io.out.t, io.stats.max, io.stats.sum};
   const NCP &v = io.x.v, &o = io.out.v;
   const cudaStream_t stream = cuda::current_stream(io.x.t);
-  dispatch_floating(io.x.t.scalar_type(), ssm::kSoftmax, [&](auto tag) {
+  dispatch_floating(io.x.t.scalar_type(), spatial_softmax2d::kSoftmax, [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
     CAMFAST_LAUNCH(softmax_forward, T, v.channels_inner(), v, stream, io.x.t.const_data_ptr<T>(), v,
                    io.out.t.mutable_data_ptr<T>(), o, temperature, io.stats.max.mutable_data_ptr<A>(),
                    io.stats.sum.mutable_data_ptr<A>());
   });
-  cuda::check_launch(ssm::kSoftmax);
+  cuda::check_launch(spatial_softmax2d::kSoftmax);
   return {io.out.t, io.stats.max, io.stats.sum};
 }
 
 Tensor spatial_softmax2d_backward_cuda(Tensor grad_out, Tensor x, Tensor row_max, Tensor row_sum, double temperature) {
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
-  const ssm::SoftmaxBackwardIO io = ssm::prepare_softmax_backward(grad_out, x, row_max, row_sum, temperature);
+  const auto io = spatial_softmax2d::prepare_softmax_backward(grad_out, x, row_max, row_sum, temperature);
   if (io.x.t.numel() == 0) return io.grad_x.t;
   const NCP &gv = io.grad_out.v, &v = io.x.v, &o = io.grad_x.v;
   const cudaStream_t stream = cuda::current_stream(io.x.t);
-  dispatch_floating(io.x.t.scalar_type(), ssm::kSoftmax, [&](auto tag) {
+  dispatch_floating(io.x.t.scalar_type(), spatial_softmax2d::kSoftmax, [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
     CAMFAST_LAUNCH(softmax_backward, T, v.channels_inner() && gv.channels_inner(), v, stream,
@@ -277,7 +281,7 @@ Tensor spatial_softmax2d_backward_cuda(Tensor grad_out, Tensor x, Tensor row_max
                    io.stats.max.const_data_ptr<A>(), io.stats.sum.const_data_ptr<A>(),
                    io.grad_x.t.mutable_data_ptr<T>(), o, temperature);
   });
-  cuda::check_launch(ssm::kSoftmax);
+  cuda::check_launch(spatial_softmax2d::kSoftmax);
   return io.grad_x.t;
 }
 
@@ -285,29 +289,29 @@ Grid2d grid_of(const Tensor& x, bool normalized) { return Grid2d{x.size(2), x.si
 
 std::tuple<Tensor, Tensor, Tensor> spatial_soft_argmax2d_cuda(Tensor x, double temperature, bool normalized) {
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
-  const ssm::ArgmaxForwardIO io = ssm::prepare_argmax_forward(x, temperature);
+  const auto io = spatial_softmax2d::prepare_argmax_forward(x, temperature);
   if (io.x.t.numel() == 0) return {io.out, io.stats.max, io.stats.sum};
   const NCP& v = io.x.v;
   const cudaStream_t stream = cuda::current_stream(io.x.t);
-  dispatch_floating(io.x.t.scalar_type(), ssm::kArgmax, [&](auto tag) {
+  dispatch_floating(io.x.t.scalar_type(), spatial_softmax2d::kArgmax, [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
     CAMFAST_LAUNCH(soft_argmax_forward, T, v.channels_inner(), v, stream, io.x.t.const_data_ptr<T>(), v,
                    grid_of(io.x.t, normalized), temperature, io.out.mutable_data_ptr<A>(),
                    io.stats.max.mutable_data_ptr<A>(), io.stats.sum.mutable_data_ptr<A>());
   });
-  cuda::check_launch(ssm::kArgmax);
+  cuda::check_launch(spatial_softmax2d::kArgmax);
   return {io.out, io.stats.max, io.stats.sum};
 }
 
 Tensor spatial_soft_argmax2d_backward_cuda(Tensor grad_out, Tensor x, Tensor out, Tensor row_max, Tensor row_sum,
                                            double temperature, bool normalized) {
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
-  const ssm::ArgmaxBackwardIO io = ssm::prepare_argmax_backward(grad_out, x, out, row_max, row_sum, temperature);
+  const auto io = spatial_softmax2d::prepare_argmax_backward(grad_out, x, out, row_max, row_sum, temperature);
   if (io.x.t.numel() == 0) return io.grad_x.t;
   const NCP &v = io.x.v, &o = io.grad_x.v;
   const cudaStream_t stream = cuda::current_stream(io.x.t);
-  dispatch_floating(io.x.t.scalar_type(), ssm::kArgmax, [&](auto tag) {
+  dispatch_floating(io.x.t.scalar_type(), spatial_softmax2d::kArgmax, [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
     CAMFAST_LAUNCH(soft_argmax_backward, T, v.channels_inner(), v, stream, io.grad_out.const_data_ptr<A>(),
@@ -315,7 +319,7 @@ Tensor spatial_soft_argmax2d_backward_cuda(Tensor grad_out, Tensor x, Tensor out
                    io.stats.sum.const_data_ptr<A>(), io.grad_x.t.mutable_data_ptr<T>(), o,
                    grid_of(io.x.t, normalized), temperature);
   });
-  cuda::check_launch(ssm::kArgmax);
+  cuda::check_launch(spatial_softmax2d::kArgmax);
   return io.grad_x.t;
 }
 

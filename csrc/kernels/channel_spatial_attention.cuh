@@ -11,7 +11,7 @@
 
 #include "common.cuh"
 
-namespace camfast::csa {
+namespace camfast::channel_spatial_attention {
 
 // The gradient of z under the sigmoid; written as autograd's sigmoid backward orders it, so that
 // t = 1 with r = inf gives NaN exactly where the reference does.
@@ -21,4 +21,4 @@ template <class A> CAMFAST_HD A softmax_grad(A t, A r, A sum_tr) { return t * (r
 
 template <class A> CAMFAST_HD A input_grad(A g, A t, A s, A u) { return g * t + s * u; }
 
-}  // namespace camfast::csa
+}  // namespace camfast::channel_spatial_attention

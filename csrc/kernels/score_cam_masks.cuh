@@ -11,7 +11,7 @@
 
 #include "common.cuh"
 
-namespace camfast::scm {
+namespace camfast::score_cam_masks {
 
 // The two source samples of one output coordinate and their weights.
 template <class A> struct Tap {
@@ -91,4 +91,4 @@ template <class A> CAMFAST_HD void with_upsampled(MapStats<A>& s, const Extrema<
   s.up_span = e.high() - e.low();
 }
 
-}  // namespace camfast::scm
+}  // namespace camfast::score_cam_masks

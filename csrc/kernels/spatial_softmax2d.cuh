@@ -10,7 +10,7 @@
 
 #include "common.cuh"
 
-namespace camfast::ssm {
+namespace camfast::spatial_softmax2d {
 
 // 1 / T in the accumulation type: kernels multiply by it (x / T to within one rounding).
 template <class A> CAMFAST_HD A inverse(double temperature) { return A(1.0 / temperature); }
@@ -69,4 +69,4 @@ template <class A> struct OnlineSums {
   CAMFAST_HD A sum() const { return finite_max(m) ? s : quiet_nan<A>(); }
 };
 
-}  // namespace camfast::ssm
+}  // namespace camfast::spatial_softmax2d

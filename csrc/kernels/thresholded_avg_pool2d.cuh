@@ -7,7 +7,7 @@
 
 #include "common.cuh"
 
-namespace camfast::tap {
+namespace camfast::thresholded_avg_pool2d {
 
 // Rounded to the input dtype, as torch rounds `x.amax() * tau`, so that the selection `x > t` is
 // bit-identical to the reference in every dtype.
@@ -32,4 +32,4 @@ template <class T> CAMFAST_HD T kept_grad(T grad_out, int32_t count) {
 
 template <class T> CAMFAST_HD T input_grad(acc_t<T> v, acc_t<T> t, T kept) { return v > t ? kept : T(0); }
 
-}  // namespace camfast::tap
+}  // namespace camfast::thresholded_avg_pool2d

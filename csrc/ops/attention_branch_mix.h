@@ -9,62 +9,64 @@
 #include "../common/dispatch.h"
 #include "../common/layout.h"
 
-namespace camfast::abn {
+namespace camfast::attention_branch_mix {
 
 using torch::stable::Tensor;
 
 constexpr const char* kOp = "attention_branch_mix";
 
-inline void check_inputs(const Tensor& g, const Tensor& m) {
-  check_rank(g, 4, kOp, "g");
+// features is the schema's g (the paper's g(x)); error messages use the schema's names.
+inline void check_inputs(const Tensor& features, const Tensor& m) {
+  check_rank(features, 4, kOp, "g");
   check_rank(m, 4, kOp, "m");
-  check_same_dtype(g, m, kOp, "g", "m");
-  check_same_device(g, m, kOp, "g", "m");
-  STD_TORCH_CHECK(m.size(0) == g.size(0) && m.size(1) == 1 && m.size(2) == g.size(2) && m.size(3) == g.size(3),
+  check_same_dtype(features, m, kOp, "g", "m");
+  check_same_device(features, m, kOp, "g", "m");
+  STD_TORCH_CHECK(m.size(0) == features.size(0) && m.size(1) == 1 && m.size(2) == features.size(2) &&
+                      m.size(3) == features.size(3),
                   kOp, ": m must have shape [N, 1, H, W] of g");
 }
 
 struct ForwardIO {
-  Tensor g;    // copied only when its H and W strides do not merge (m likewise)
-  NCP v;       // g as [N, C, P]
+  Tensor features;  // copied only when its H and W strides do not merge (m likewise)
+  NCP v;            // features as [N, C, P]
   Tensor m;
-  NCP mv;      // m as [N, 1, P]
-  Tensor out;  // laid out like g
+  NCP mv;           // m as [N, 1, P]
+  Tensor out;       // laid out like features
   NCP o;
 };
 
-inline ForwardIO prepare_forward(Tensor g, Tensor m) {
-  check_inputs(g, m);
-  g = with_mergeable_hw(g);
+inline ForwardIO prepare_forward(Tensor features, Tensor m) {
+  check_inputs(features, m);
+  features = with_mergeable_hw(features);
   m = with_mergeable_hw(m);
-  const NCP v = ncp_view(g);
-  Tensor out = empty_nchw_like(g, v);
-  return {g, v, m, ncp_view(m), out, ncp_view(out)};
+  const NCP v = ncp_view(features);
+  Tensor out = empty_nchw_like(features, v);
+  return {features, v, m, ncp_view(m), out, ncp_view(out)};
 }
 
 struct BackwardIO {
   Tensor grad_out;
-  NCP d;
-  Tensor g;
-  NCP v;
+  NCP g;                  // grad_out as [N, C, P]
+  Tensor features;
+  NCP v;                  // features as [N, C, P]
   Tensor m;
-  NCP mv;
-  Tensor grad_g;  // laid out like g
+  NCP mv;                 // m as [N, 1, P]
+  Tensor grad_features;   // laid out like features
   NCP o;
-  Tensor grad_m;  // [N, 1, H, W] contiguous
+  Tensor grad_m;          // [N, 1, H, W] contiguous
 };
 
-inline BackwardIO prepare_backward(Tensor grad_out, Tensor g, Tensor m) {
-  check_inputs(g, m);
+inline BackwardIO prepare_backward(Tensor grad_out, Tensor features, Tensor m) {
+  check_inputs(features, m);
   check_rank(grad_out, 4, kOp, "grad_out");
-  check_same_dtype(grad_out, g, kOp, "grad_out", "g");
+  check_same_dtype(grad_out, features, kOp, "grad_out", "g");
   grad_out = with_mergeable_hw(grad_out);
-  g = with_mergeable_hw(g);
+  features = with_mergeable_hw(features);
   m = with_mergeable_hw(m);
-  const NCP v = ncp_view(g);
-  Tensor grad_g = empty_nchw_like(g, v);
-  return {grad_out, ncp_view(grad_out), g, v, m, ncp_view(m), grad_g, ncp_view(grad_g),
+  const NCP v = ncp_view(features);
+  Tensor grad_features = empty_nchw_like(features, v);
+  return {grad_out, ncp_view(grad_out), features, v, m, ncp_view(m), grad_features, ncp_view(grad_features),
           torch::stable::new_empty(m, {v.N, 1, m.size(2), m.size(3)})};
 }
 
-}  // namespace camfast::abn
+}  // namespace camfast::attention_branch_mix

@@ -9,7 +9,7 @@
 #include "../common/dispatch.h"
 #include "../common/layout.h"
 
-namespace camfast::csa {
+namespace camfast::channel_spatial_attention {
 
 using torch::stable::Tensor;
 
@@ -17,7 +17,7 @@ constexpr const char* kOp = "channel_spatial_attention";
 
 // s as [N, C] with its strides: it is small and read in place, whatever its layout.
 struct Weights {
-  int64_t sN, sC;
+  int64_t stride_n, stride_c;
 };
 
 inline void check_inputs(const Tensor& a, const Tensor& s) {
@@ -76,4 +76,4 @@ inline BackwardIO prepare_backward(Tensor grad_out, Tensor a, const Tensor& s, c
           grad_a, ncp_view(grad_a), torch::stable::new_empty(s, {v.N, v.C})};
 }
 
-}  // namespace camfast::csa
+}  // namespace camfast::channel_spatial_attention

@@ -9,7 +9,7 @@
 #include "../common/dispatch.h"
 #include "../common/layout.h"
 
-namespace camfast::scm {
+namespace camfast::score_cam_masks {
 
 using torch::stable::Tensor;
 
@@ -18,7 +18,7 @@ constexpr const char* kOp = "score_cam_masks";
 // act [N, K, h, w] read through its four strides (maps are small; any layout is read in place).
 struct ActView {
   int64_t N, K, h, w;
-  int64_t sN, sK, sH, sW;
+  int64_t stride_n, stride_k, stride_h, stride_w;
 };
 
 struct IO {
@@ -50,4 +50,4 @@ inline IO prepare(const Tensor& act, Tensor image) {
           torch::stable::new_empty(act, {a.N, a.K}, ScalarType::Bool)};
 }
 
-}  // namespace camfast::scm
+}  // namespace camfast::score_cam_masks

@@ -14,7 +14,7 @@
 #include "../common/dispatch.h"
 #include "../common/layout.h"
 
-namespace camfast::ssm {
+namespace camfast::spatial_softmax2d {
 
 using torch::stable::Tensor;
 
@@ -124,4 +124,4 @@ inline ArgmaxBackwardIO prepare_argmax_backward(const Tensor& grad_out, const Te
           contiguous_stats(row_max, row_sum, in.t, kArgmax)};
 }
 
-}  // namespace camfast::ssm
+}  // namespace camfast::spatial_softmax2d

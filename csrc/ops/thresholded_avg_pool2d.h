@@ -9,7 +9,7 @@
 #include "../common/dispatch.h"
 #include "../common/layout.h"
 
-namespace camfast::tap {
+namespace camfast::thresholded_avg_pool2d {
 
 using torch::stable::Tensor;
 
@@ -49,4 +49,4 @@ inline BackwardIO prepare_backward(const Tensor& grad_out, Tensor x, const Tenso
           v, grad_x, ncp_view(grad_x)};
 }
 
-}  // namespace camfast::tap
+}  // namespace camfast::thresholded_avg_pool2d
