@@ -47,7 +47,7 @@ class PlainNet(nn.Module):
 
 
 def resnet():
-    from benchmarks.bench_cam import BenchNet
+    from benchmarks.cam_models import BenchNet
 
     return BenchNet(widths=(8, 16, 32, 48), expand=64, classes=20)
 
@@ -100,9 +100,9 @@ def gradcam_maps(method: str, model, layer: str | None, x, targets, **kwargs) ->
 
 def agreement(ours: torch.Tensor, theirs: torch.Tensor) -> tuple[float, float]:
     """(smallest per-image correlation, largest difference), the peer's maps at ours' size."""
-    from benchmarks.cam_peer_check import _as_input_maps, correlation
+    from benchmarks.peers import as_input_maps, correlation
 
-    theirs = _as_input_maps(theirs.to(ours.device), ours.shape[-2:])
+    theirs = as_input_maps(theirs.to(ours.device), ours.shape[-2:])
     return correlation(ours, theirs), (ours - theirs).abs().max().item()
 
 

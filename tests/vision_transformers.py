@@ -1,6 +1,6 @@
 """A small vision transformer and a small Swin-like model for the explainer tests (random weights).
 
-TinyViT: patch embedding, a CLS token, pre-norm blocks with nn.MultiheadAttention and a GELU MLP,
+TinyViT: patch embedding, a CLS token, pre-norm blocks (multi-head self-attention, GELU MLP),
 classification from the CLS token; block outputs are [N, 1 + h w, D] tokens.
 TinySwin: a patch embedding to channels-last [N, h, w, C] tokens (torchvision's Swin layout),
 blocks with (shifted) window attention, patch merging between two stages, classification from
@@ -13,19 +13,36 @@ import torch
 from torch import nn
 
 
+class Attention(nn.Module):
+    """Multi-head self-attention on [B, L, D] written out (timm's form). nn.MultiheadAttention would
+    switch to a fused kernel when no input requires grad, and change the numbers slightly between
+    an explainer's passes and a peer's."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, length, dim = x.shape
+        q, k, v = self.qkv(x).view(b, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        attn = torch.softmax(q @ k.transpose(-2, -1) * (dim // self.heads) ** -0.5, dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, length, dim))
+
+
 class Block(nn.Module):
     """Pre-norm transformer block on [N, L, D] tokens."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn = Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
     def forward(self, x):
-        y = self.norm1(x)
-        x = x + self.attn(y, y, y, need_weights=False)[0]
+        x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
@@ -56,7 +73,7 @@ class SwinBlock(nn.Module):
         super().__init__()
         self.window, self.shift = window, shift
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn = Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
@@ -65,7 +82,7 @@ class SwinBlock(nn.Module):
         s, step = self.window, self.window // 2 if self.shift else 0
         y = torch.roll(self.norm1(x), (-step, -step), (1, 2))
         y = y.view(n, h // s, s, w // s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, s * s, c)
-        y = self.attn(y, y, y, need_weights=False)[0]
+        y = self.attn(y)
         y = y.view(n, h // s, w // s, s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(n, h, w, c)
         x = x + torch.roll(y, (step, step), (1, 2))
         return x + self.mlp(self.norm2(x))

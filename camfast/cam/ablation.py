@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
 
 from .._validation import check_choice
-from ._base import Explainer, check_logits, resolve_targets
+from ._base import Explainer, check_logits, layer_name
 from ._split import Split, linear_head, split_model, trace
+from .transformers import apply_transform, channel_axis
 from .eigen import first_component
 from .score import _positive_int
 
@@ -102,8 +106,8 @@ class AblationCAM(Explainer):
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str, head=None, batch_size: int = 32,
                  ratio_channels_to_ablate: float = 1.0, ablation_value: str = "zero", split: bool = True,
-                 fast: bool = True):
-        super().__init__(model, target_layer)
+                 fast: bool = True, reshape_transform=None):
+        super().__init__(model, target_layer, reshape_transform=reshape_transform)
         if head is not None and not callable(head):
             raise TypeError(f"head must be None, an nn.Module or a callable, got {type(head).__name__}")
         ratio = ratio_channels_to_ablate
@@ -117,26 +121,27 @@ class AblationCAM(Explainer):
 
     # ---------------------------------------------------------------- the clean pass and the split
 
-    def _prepare(self, x):
-        """(logits, layer output, run(ablated batch, owner rows) -> output, linear W or None, mode)."""
+    def _prepare(self, x) -> _CleanPass:
         split = split_model(self.model, self.target_layer)[0] if self.split and self.head is None else None
         if split is not None:
-            act, *extra = split.prefix(x)
+            raw, *extra = split.prefix(x)
             if all(isinstance(v, torch.Tensor) and v.shape[:1] == x.shape[:1] for v in extra):
                 # clones: the suffix may write into its inputs in place (a ReLU(inplace=True) after the layer)
-                logits = check_logits(split.suffix(act.clone(), *(v.clone() for v in extra)), x.shape[0])
-                return logits, act, _suffix_runner(split, extra), split.linear_weight, "fx"
-        logits, act = self.forward_with_activation(x)
+                logits = split.suffix(raw.clone(), *(v.clone() for v in extra))
+                maps = _maps(raw, self.reshape_transform, x.shape[2:], layer_name(self.model, self.target_layer))
+                return _CleanPass(logits, raw, maps, _suffix_runner(split, extra), split.linear_weight, "fx")
+        logits, (capture,) = self.capture(x)
         if self.head is not None and self.split:
-            self._check_head(logits, act)
-            return logits, act, lambda batch, owner: self.head(batch), self._head_linear_weight(), "head"
-        return logits, act, self._whole_model_runner(x), None, "model"
+            self._check_head(logits, capture.raw)
+            return _CleanPass(logits, capture.raw, capture.activation, lambda batch, owner: self.head(batch),
+                              self._head_linear_weight(), "head")
+        return _CleanPass(logits, capture.raw, capture.activation, self._whole_model_runner(x), None, "model")
 
     def _check_head(self, logits, act):
         out = self.head(act.clone())
-        if not isinstance(out, torch.Tensor) or out.shape != logits.shape:
+        if not isinstance(out, torch.Tensor) or not isinstance(logits, torch.Tensor) or out.shape != logits.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"head must map the target layer's output to the model's output {tuple(logits.shape)}, got {got}")
+            raise ValueError(f"head must map the target layer's output to the model's output, got {got}")
         tol = 1e-4 * (1 + logits.abs().amax())
         if ((out - logits).abs().amax() > tol).view(1).nonzero().numel():
             raise ValueError("head(target layer output) differs from the model's output: head must be "
@@ -165,48 +170,75 @@ class AblationCAM(Explainer):
     # ---------------------------------------------------------------- scores
 
     def _explain(self, x, targets):
-        logits, act, run, weight, mode = self._prepare(x)
-        target = resolve_targets(targets, logits)[:, None]  # [N, T]
-        dtype = torch.promote_types(logits.dtype, torch.float32)
-        original = logits.to(dtype).gather(1, target)
-        selected, position = list_positions(ablation_list(act, self.ratio), act.shape[1])
-        value = self._values(act, position)
-        if self.fast and weight is not None:
+        clean = self._prepare(x)
+        scores = self.scores(clean.logits, targets, x.shape[0])
+        original = scores.values.to(torch.promote_types(scores.values.dtype, torch.float32))  # [N, T]
+        maps = clean.maps
+        selected, position = list_positions(ablation_list(maps, self.ratio), maps.shape[1])
+        value = self._values(clean.raw, position)
+        if self.fast and clean.linear_weight is not None and self.reshape_transform is None:
             self.mode = "gap-linear"
-            drop = weight.to(dtype)[target] * (act.to(dtype).mean((2, 3)) - value)[:, None]  # [N, T, K]
+            drop = clean.linear_weight.to(original.dtype)[scores.classes] * \
+                (maps.to(original.dtype).mean((2, 3)) - value)[:, None]  # [N, T, K]
             ablated = original[:, :, None] - drop * selected[:, None]
         else:
-            self.mode = mode
-            ablated = self._ablated_scores(act, run, value, selected, target, original)
+            self.mode = clean.mode
+            ablated = self._ablated_scores(clean, x.shape[2:], value, selected, scores.classes, original)
         weights = (original[:, :, None] - ablated) / original[:, :, None]  # [N, T, K]
-        return torch.einsum("nk,nkhw->nhw", weights[:, 0].to(act.dtype), act).relu()
+        return scores.shape_maps(torch.einsum("ntk,nkhw->nthw", weights.to(maps.dtype), maps).relu())
 
-    def _values(self, act, position):
+    def _values(self, raw, position):
         if self.ablation_value == "zero":
-            if (act.amin() < 0).view(1).nonzero().numel():
+            if (raw.amin() < 0).view(1).nonzero().numel():
                 raise ValueError("target_layer has negative values, so ablating a channel to 0 does not remove "
                                  "it: pick a layer after a ReLU, or pass ablation_value='grad-cam-legacy'")
-            return torch.zeros(act.shape[:2], dtype=act.dtype, device=act.device)
-        return legacy_values(act, position, self.batch_size)
+            return torch.zeros(position.shape, dtype=raw.dtype, device=raw.device)
+        return legacy_values(raw, position, self.batch_size)
 
-    def _ablated_scores(self, act, run, value, selected, target, original):
+    def _ablated_scores(self, clean, image_size, value, selected, classes, original):
         """Scores [N, T, K] with each selected channel ablated; the others keep the original score."""
-        n, k = act.shape[:2]
+        raw, maps = clean.raw, clean.maps
+        n, k = maps.shape[:2]
+        axis, index = (1, torch.arange(k)) if self.reshape_transform is None else \
+            channel_axis(self.reshape_transform, raw.shape, image_size)
+        index = index.to(raw.device)
         todo = selected
         if self.fast and self.ablation_value == "zero":  # ablating an all-zero channel to 0 is a no-op
-            todo = todo & (act.flatten(2).amax(2) > 0)
+            todo = todo & (maps.flatten(2).amax(2) > 0)
         todo = todo.flatten().nonzero()[:, 0]  # the one host sync that sizes the loop
         scores = original[:, :, None].expand(-1, -1, k).clone()
         flat_value = value.flatten()
         for chunk in todo.split(self.batch_size):
             owner, channel = torch.div(chunk, k, rounding_mode="floor"), chunk % k
-            batch = act.index_select(0, owner)
-            rows = torch.arange(len(chunk), device=act.device)
-            batch[rows, channel] = flat_value[chunk, None, None].expand(-1, *act.shape[2:])
-            out = check_logits(run(batch, owner), len(chunk))
-            scores[owner, :, channel] = out.to(scores.dtype).gather(1, target[owner])
+            batch = raw.index_select(0, owner)
+            view = batch.movedim(axis, 1)  # a view: writing into it writes into batch
+            rows = torch.arange(len(chunk), device=raw.device)
+            view[rows, index[channel]] = flat_value[chunk].view(-1, *[1] * (view.dim() - 2))
+            out = check_logits(clean.run(batch, owner), len(chunk))
+            scores[owner, :, channel] = out.to(scores.dtype).gather(1, classes[owner])
         return scores
 
     def __repr__(self) -> str:
         return (f"{super().__repr__()[:-1]}, batch_size={self.batch_size}, ratio_channels_to_ablate={self.ratio}, "
                 f"ablation_value={self.ablation_value!r}, split={self.split}, head={self.head is not None})")
+
+
+@dataclasses.dataclass
+class _CleanPass:
+    """The unablated forward: the output, the layer's output (raw) and its maps, and how to score
+    ablated copies: run(ablated raw batch, the images they belong to) -> model output."""
+
+    logits: torch.Tensor
+    raw: torch.Tensor
+    maps: torch.Tensor
+    run: Callable
+    linear_weight: torch.Tensor | None
+    mode: str
+
+
+def _maps(raw: torch.Tensor, transform, image_size, name: str) -> torch.Tensor:
+    if transform is not None:
+        return apply_transform(transform, raw, image_size)
+    if raw.dim() != 4:
+        raise TypeError(f"target_layer {name!r} must output a Tensor[N, K, h, w], got {tuple(raw.shape)}")
+    return raw

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice
-from ._base import Explainer, resolve_targets
+from ._base import Explainer, check_fuse, class_gradients, fuse_layers, layer_name
 
 SIGNS = ("absmax", "lapack")
 
@@ -74,8 +74,10 @@ class EigenCAM(Explainer):
     """EigenCAM (Muhammad and Yeasin, IJCNN 2020): M = ReLU(first principal component of A).
 
     A is the target layer's activation: no gradients and no class, so `targets` only sets the
-    output's shape. `sign` chooses the eigenvector's sign (see `first_component`): "absmax" is
-    deterministic, "lapack" reproduces grad-cam 1.5.7, whose sign is arbitrary (its issue #315).
+    output's shape (a class axis repeats the map). `sign` chooses the eigenvector's sign (see
+    `first_component`): "absmax" is deterministic, "lapack" reproduces grad-cam 1.5.7, whose
+    sign is arbitrary (its issue #315). Several target layers are fused by `fuse` (grad-cam's
+    "mean" or torchcam's "max", see camfast.cam._base.fuse_layers).
 
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
     ...                       nn.Flatten(), nn.Linear(8, 4))
@@ -83,14 +85,19 @@ class EigenCAM(Explainer):
     torch.Size([2, 16, 16])
     """
 
-    def __init__(self, model: nn.Module, target_layer: nn.Module | str, sign: str = "absmax"):
-        super().__init__(model, target_layer)
+    max_layers = None
+
+    def __init__(self, model: nn.Module, target_layer, sign: str = "absmax", *, fuse: str = "mean", score=None,
+                 reshape_transform=None):
+        super().__init__(model, target_layer, score=score, reshape_transform=reshape_transform)
         self.sign = check_choice(sign, "sign", SIGNS)
+        self.fuse = check_fuse(fuse)
 
     def _explain(self, x, targets):
-        logits, act = self.forward_with_activation(x)
-        resolve_targets(targets, logits)  # checks them, as every explainer does
-        return first_component(act, self.sign).relu()
+        output, acts = self.forward(x)
+        scores = self.scores(output, targets, x.shape[0])
+        cam = fuse_layers([first_component(a, self.sign).relu() for a in acts], x.shape[2:], self.fuse)
+        return scores.shape_maps(cam[:, None].expand(-1, scores.values.shape[1], -1, -1))
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", sign={self.sign!r})"
@@ -102,7 +109,11 @@ class EigenGradCAM(EigenCAM):
     needs_grad = True
 
     def _explain(self, x, targets):
-        logits, act = self.forward_with_activation(x, leaf=True)
-        score = logits.gather(1, resolve_targets(targets, logits)[:, None]).sum()
-        (grad,) = torch.autograd.grad(score, act)
-        return first_component(grad * act.detach(), self.sign).relu()
+        output, acts = self.forward(x, grad=True)
+        scores = self.scores(output, targets, x.shape[0])
+        names = [layer_name(self.model, layer) for layer in self.target_layers]
+        values = [a.detach() for a in acts]
+        per_class = [fuse_layers([first_component(g * a, self.sign).relu() for a, g in zip(values, grads)],
+                                 x.shape[2:], self.fuse)
+                     for grads in class_gradients(scores, acts, names)]
+        return scores.shape_maps(torch.stack(per_class, 1))

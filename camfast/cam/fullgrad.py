@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import Explainer, check_logits, resolve_targets
+from ._base import Explainer, class_gradients
 
 
 def bias_layers(model: nn.Module) -> list[nn.Module]:
@@ -60,36 +60,36 @@ class FullGrad(Explainer):
 
     needs_grad = True
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, *, score=None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        self.model = model
-        self.target_layer = None
+        if score is not None and not callable(score):
+            raise TypeError(f"score must be a callable (output, targets) -> Tensor[N] or [N, T], got {type(score).__name__}")
+        self.model, self.score_fn = model, score
+        self.target_layers, self.reshape_transform = [], None
 
     def _explain(self, x, targets):
         layers = bias_layers(self.model)
         biases = {layer: effective_bias(layer) for layer in layers}
         size = x.shape[2:]
-        total = x.new_zeros((x.shape[0], *size), dtype=torch.promote_types(x.dtype, torch.float32))
-
-        def add_term(layer, grad):
-            nonlocal total
-            total = total + _channel_scaled_sum((biases[layer][:, None, None] * grad).abs(), size)
+        terms = []  # the layer terms of the class being backpropagated
 
         def on_output(layer, inputs, output):
             if output.requires_grad:  # else the score does not depend on it: no term
-                output.register_hook(lambda grad: add_term(layer, grad))
+                output.register_hook(lambda grad: terms.append(_channel_scaled_sum((biases[layer][:, None, None] * grad).abs(), size)))
 
         handles = [layer.register_forward_hook(on_output) for layer in layers]
         try:
             image = x.requires_grad_(True)
-            logits = check_logits(self.model(image), x.shape[0])
-            score = logits.gather(1, resolve_targets(targets, logits)[:, None]).sum()
-            (input_grad,) = torch.autograd.grad(score, image)
+            scores = self.scores(self.model(image), targets, x.shape[0])
+            per_class = []
+            for (input_grad,) in class_gradients(scores, [image], ["x"]):
+                per_class.append(sum(terms, _channel_scaled_sum((input_grad * x.detach()).abs(), size)))
+                terms.clear()
         finally:
             for handle in handles:
                 handle.remove()
-        return total + _channel_scaled_sum((input_grad * x.detach()).abs(), size)
+        return scores.shape_maps(torch.stack(per_class, 1))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

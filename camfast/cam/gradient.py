@@ -33,8 +33,8 @@ class CAM(Explainer):
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str, fc: nn.Module | str | None = None,
-                 nwc: bool = False, relu: bool = False):
-        super().__init__(model, target_layer)
+                 nwc: bool = False, relu: bool = False, reshape_transform=None):
+        super().__init__(model, target_layer, reshape_transform=reshape_transform)
         self.fc = fc
         self.nwc, self.relu = bool(nwc), bool(relu)
         _classifier_weight(model, fc)  # fail at construction on a bad fc
@@ -61,8 +61,8 @@ class _GradientCAM(Explainer):
     needs_grad = True
     max_layers = None
 
-    def __init__(self, model: nn.Module, target_layer, *, fuse: str = "mean", score=None):
-        super().__init__(model, target_layer, score=score)
+    def __init__(self, model: nn.Module, target_layer, *, fuse: str = "mean", score=None, reshape_transform=None):
+        super().__init__(model, target_layer, score=score, reshape_transform=reshape_transform)
         self.fuse = check_fuse(fuse)
 
     def _explain(self, x, targets):

@@ -89,8 +89,9 @@ class ScoreCAM(Explainer):
                  channel_softmax: bool | None = None, normalize_stage: str | None = None,
                  align_corners: bool | None = None, skip_constant: bool | None = None,
                  combine: str | None = None, autocast: torch.dtype | None = None, channels_last: bool = False,
-                 max_channels: int | None = None, progress: bool = False, fast: bool = True):
-        super().__init__(model, target_layer)
+                 max_channels: int | None = None, progress: bool = False, fast: bool = True,
+                 reshape_transform=None):
+        super().__init__(model, target_layer, reshape_transform=reshape_transform)
         flags = dict(PRESETS[check_choice(preset, "preset", tuple(PRESETS))])
         given = dict(score=score, baseline=baseline, channel_softmax=channel_softmax,
                      normalize_stage=normalize_stage, align_corners=align_corners,

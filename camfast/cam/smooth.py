@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .._validation import check_positive
-from ._base import Explainer, resolve_targets
+from ._base import Explainer, Scores, class_gradients, layer_name
 from .score import _positive_int
 
 
@@ -47,28 +47,36 @@ class SmoothGradCAMpp(Explainer):
     needs_grad = True
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str, num_samples: int = 4, std: float = 0.3,
-                 generator: torch.Generator | None = None):
-        super().__init__(model, target_layer)
+                 generator: torch.Generator | None = None, *, score=None, reshape_transform=None):
+        super().__init__(model, target_layer, score=score, reshape_transform=reshape_transform)
         self.num_samples = _positive_int(num_samples, "num_samples")
         self.std = check_positive(std, "std")
         self.generator = cpu_generator(generator)
 
     def _explain(self, x, targets):
         with torch.no_grad():
-            logits, clean = self.forward_with_activation(x)
-        target = resolve_targets(targets, logits)[:, None]
-        d2 = d3 = 0
+            output, (clean,) = self.forward(x)
+            explained = self.scores(output, targets, x.shape[0])  # the classes stay those of the clean pass
+        name = layer_name(self.model, self.target_layer)
+        d2, d3 = {}, {}  # per class: sums of g^2 and g^3, in the layout autograd returns (torchcam's)
         for _ in range(self.num_samples):
             noisy = x + cpu_normal(x.shape, self.std, self.generator).to(x.device)
-            logits, act = self.forward_with_activation(noisy, leaf=True)
-            (grad,) = torch.autograd.grad(logits.gather(1, target).sum(), act)
-            d2, d3 = d2 + grad.pow(2), d3 + grad.pow(3)
-        d2, d3 = d2 / self.num_samples, d3 / self.num_samples
-        alpha = d2 / (2 * d2 + (d3 * clean).flatten(2).sum(-1)[:, :, None, None] + 1e-8)
-        weights = (alpha * grad.relu()).flatten(2).sum(-1)
-        # Reduced in torchcam's order (products, then a sum over channels): a map at 2 x 2 or 3 x 3
-        # has few pixels and the min-max magnifies rounding differences.
-        return (weights[:, :, None, None] * act.detach()).sum(1).relu()
+            output, (act,) = self.forward(noisy, grad=True)
+            scores = self.scores(output, targets, x.shape[0]) if explained.classes is None else \
+                Scores(output.gather(1, explained.classes), explained.classes, explained.class_axis)
+            last = [g for (g,) in class_gradients(scores, [act], [name])]
+            for t, g in enumerate(last):
+                d2[t], d3[t] = d2.get(t, 0) + g.pow(2), d3.get(t, 0) + g.pow(3)
+        act = act.detach()
+        cams = []
+        for t, g in enumerate(last):
+            g2, g3 = d2[t] / self.num_samples, d3[t] / self.num_samples
+            alpha = g2 / (2 * g2 + (g3 * clean).flatten(2).sum(-1)[:, :, None, None] + 1e-8)
+            weights = (alpha * g.relu()).flatten(2).sum(-1)
+            # Reduced in torchcam's order and layout (products, then a sum over channels): a map at
+            # 2 x 2 or 4 x 4 has few pixels and the min-max magnifies rounding differences.
+            cams.append((weights[:, :, None, None] * act).sum(1).relu())
+        return explained.shape_maps(torch.stack(cams, 1))
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", num_samples={self.num_samples}, std={self.std})"

@@ -19,9 +19,9 @@ class TokenGrid:
 
     For [N, L, D] the grid (h, w) and the number p of prefix tokens are found from L and the input
     size (H, W): the candidates are the grids of a patch stride s that divides both H and W,
-    h = H / s and w = W / s, with p = L - h w and 0 <= p < h w. When no stride divides both, the
-    strides whose grid is floor or ceil of H / s and W / s are tried. Exactly one candidate must
-    remain, else a ValueError names them: pass `prefix_tokens` or `grid` then (for example a
+    h = H / s and w = W / s, with p = L - h w and 0 <= p < h w. When no stride fits that way,
+    the grids (floor(H / s), floor(W / s)) and (ceil(H / s), ceil(W / s)) of every stride are
+    tried. Exactly one candidate must remain, else a ValueError names them: pass `prefix_tokens` or `grid` then (for example a
     ViT with 4 registers at 224 x 224 and patch 14 has 261 tokens, which also fit a 14 x 14 grid
     behind 65 prefix tokens). Prefix tokens are dropped from the maps.
 
@@ -81,10 +81,9 @@ def _candidates(length: int, image_size: Sequence[int], prefix: int | None, exac
                 continue
             grids = {(height // stride, width // stride)}
         else:
-            grids = {(h, w) for h in (height // stride, -(-height // stride))
-                     for w in (width // stride, -(-width // stride)) if h and w}
+            grids = {(height // stride, width // stride), (-(-height // stride), -(-width // stride))}
         for h, w in grids:
-            p = length - h * w
+            p = length - h * w if h and w else -1
             if 0 <= p < h * w and (prefix is None or p == prefix):
                 found.add((p, (h, w)))
     return found
@@ -112,21 +111,28 @@ def apply_transform(transform, output: torch.Tensor, image_size: Sequence[int]) 
     return maps
 
 
-def channel_axis(transform, output_shape: Sequence[int], image_size: Sequence[int]) -> tuple[int, torch.Tensor]:
-    """Where map channel k lives in the layer's output: (axis, index [K]), so that output entries
-    with index[k] along `axis` are exactly those of channel k, at every position (prefix tokens
-    included). Found by passing a tensor of positions through the transform, so it holds for any
-    transform that only rearranges (reshape, permute, slicing); raises otherwise."""
+def positions(transform, output_shape: Sequence[int], image_size: Sequence[int]) -> torch.Tensor:
+    """Where each entry of the maps comes from: [K, h, w] flat indices into one image's layer
+    output, found by passing a tensor of positions through the transform. Raises unless the
+    transform only rearranges (reshape, permute, slice), as the gradient methods and AblationCAM
+    need: they map channels and gradients back to the layer's output through these indices."""
     shape = (1, *output_shape[1:])
-    positions = torch.arange(math.prod(shape), dtype=torch.float64).view(shape)
-    mapped = apply_transform(transform, positions, image_size)[0].flatten(1)  # [K, h w] positions
-    if not torch.equal(mapped, mapped.round()) or mapped.min() < 0 or mapped.max() >= positions.numel():
-        raise ValueError("reshape_transform must only rearrange the layer's output (reshape, permute, slice) "
-                         "for AblationCAM to map channels back to it")
-    mapped = mapped.long()
-    strides = [math.prod(shape[a + 1:]) for a in range(len(shape))]
-    for axis in range(1, len(shape)):
-        coord = torch.div(mapped, strides[axis], rounding_mode="floor") % shape[axis]
+    probe = torch.arange(math.prod(shape), dtype=torch.float64).view(shape)
+    mapped = apply_transform(transform, probe, image_size)[0]
+    if not torch.equal(mapped, mapped.round()) or mapped.min() < 0 or mapped.max() >= probe.numel():
+        raise ValueError("reshape_transform must only rearrange the layer's output (reshape, permute, slice): "
+                         "gradients and ablations are mapped back to the output through it")
+    return mapped.long()
+
+
+def channel_axis(transform, output_shape: Sequence[int], image_size: Sequence[int]) -> tuple[int, torch.Tensor]:
+    """Where map channel k lives in the layer's output: (axis, index [K]), so that the output's
+    entries with index[k] along `axis` are exactly those of channel k, at every position (prefix
+    tokens included)."""
+    shape = output_shape[1:]
+    mapped = positions(transform, output_shape, image_size).flatten(1)  # [K, h w]
+    for axis in range(len(shape)):
+        coord = torch.div(mapped, math.prod(shape[axis + 1:]), rounding_mode="floor") % shape[axis]
         if (coord == coord[:, :1]).all() and len(set(coord[:, 0].tolist())) == coord.shape[0]:
-            return axis, coord[:, 0]
+            return axis + 1, coord[:, 0]
     raise ValueError("reshape_transform mixes channels of the layer's output: AblationCAM cannot ablate them")
