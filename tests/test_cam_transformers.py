@@ -139,7 +139,7 @@ def test_positions_and_channel_axis():
     axis, channels = channel_axis(TokenGrid(), (2, 17, 8), (32, 32))
     assert axis == 2 and channels.tolist() == list(range(8))
     with pytest.raises(ValueError, match="only rearrange"):
-        positions(lambda a: a[:, 1:].reshape(2, 4, 4, 8).permute(0, 3, 1, 2) * 0.5, (2, 17, 8), (32, 32))
+        positions(lambda a: vit_tokens(a) * 0.5, (2, 17, 8), (32, 32))
 
 
 def test_bad_reshape_transform(x):
