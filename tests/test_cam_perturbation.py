@@ -290,6 +290,32 @@ def test_smoothgradcampp_reproduces_torchcam_with_a_seed(arch, x):
         torch.testing.assert_close(seeded(x, TARGETS), ours)
 
 
+@pytest.mark.parametrize("size,batch_size", [(64, 5), (66, 16)])  # H W or batch_size a multiple of 16
+def test_sscam_reproduces_torchcam_noise_with_a_seed(size, batch_size):
+    from torchcam.methods import SSCAM
+
+    torch.manual_seed(0)
+    model = resnet()
+    x = torch.rand(2, 3, size, size)
+    with SSCAM(model, "layer4", batch_size=batch_size, num_samples=3, std=0.5,
+               input_shape=tuple(x.shape[1:])) as extractor, torch.no_grad():
+        model(x)
+        torch.manual_seed(4)
+        theirs = extractor(class_idx=[3, 11])[0]
+    after_theirs = torch.rand(3)
+    torch.manual_seed(4)
+    ours = cc.SSCAM(model, "layer4", batch_size=batch_size, num_samples=3, std=0.5)(x, [3, 11])
+    assert_agrees(ours, theirs)
+    torch.testing.assert_close(torch.rand(3), after_theirs)  # the generator is left where torchcam leaves it
+    device = cc.SSCAM(model, "layer4", num_samples=3, std=0.5, noise="device",
+                      generator=torch.Generator().manual_seed(4))
+    assert agreement(device(x, [3, 11]), theirs)[0] < CORR  # other noise values
+    with pytest.raises(ValueError, match="generator"):
+        cc.SSCAM(model, "layer4", generator=torch.device("cpu"))
+    with pytest.raises(ValueError, match="noise"):
+        cc.SSCAM(model, "layer4", noise="gpu")
+
+
 def test_smoothgradcampp_bad_arguments():
     model = PlainNet()
     with pytest.raises(ValueError, match="num_samples"):
@@ -298,6 +324,16 @@ def test_smoothgradcampp_bad_arguments():
         cc.SmoothGradCAMpp(model, "features.4", std=-1.0)
     with pytest.raises(ValueError, match="generator"):
         cc.SmoothGradCAMpp(model, "features.4", generator=torch.device("meta"))
+
+
+def test_benchmark_cases_run():
+    from benchmarks import bench_cam_perturbation
+
+    cases = bench_cam_perturbation.cases(torch.device("cpu"), quick=True)
+    assert {c.op for c in cases} >= {"ablation_cam", "ablation_cam[gap-head]", "eigen_cam"}
+    for case in cases:
+        for provider in case.providers.values():
+            provider()
 
 
 if __name__ == "__main__":

@@ -118,11 +118,20 @@ class AblationCAM(Explainer):
         self.ablation_value = check_choice(ablation_value, "ablation_value", ABLATION_VALUES)
         self.split, self.fast = bool(split), bool(fast)
         self.mode = None
+        self._traced = (None, None)  # (the model's modules when traced, the split)
 
     # ---------------------------------------------------------------- the clean pass and the split
 
+    def _split_model(self) -> Split | None:
+        """The torch.fx split at the target layer, traced once and again only when the model's
+        modules change (a module replaced or added)."""
+        modules = tuple(map(id, self.model.modules()))
+        if self._traced[0] != modules:
+            self._traced = (modules, split_model(self.model, self.target_layer)[0])
+        return self._traced[1]
+
     def _prepare(self, x) -> _CleanPass:
-        split = split_model(self.model, self.target_layer)[0] if self.split and self.head is None else None
+        split = self._split_model() if self.split and self.head is None else None
         if split is not None:
             raw, *extra = split.prefix(x)
             if all(isinstance(v, torch.Tensor) and v.shape[:1] == x.shape[:1] for v in extra):

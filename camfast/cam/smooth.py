@@ -7,20 +7,8 @@ from torch import nn
 
 from .._validation import check_positive
 from ._base import Explainer, Scores, class_gradients, layer_name
+from ._noise import cpu_generator, cpu_normal
 from .score import _positive_int
-
-
-def cpu_generator(generator: torch.Generator | None, name: str = "generator") -> torch.Generator | None:
-    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
-        raise ValueError(f"{name} must be None or a CPU torch.Generator (the noise is drawn on the CPU, "
-                         f"as torchcam draws it), got {generator!r}")
-    return generator
-
-
-def cpu_normal(shape, std: float, generator: torch.Generator | None) -> torch.Tensor:
-    """N(0, std^2) noise drawn on the CPU in float32, value for value what torchcam's
-    `torch.distributions.Normal(0, std).sample(shape)` draws from the same generator state."""
-    return torch.randn(shape, generator=generator) * std
 
 
 class SmoothGradCAMpp(Explainer):
