@@ -3,20 +3,11 @@ import torch
 
 import camfast
 from camfast import reference
-from utils import LAYOUTS, assert_compiles_like_reference, assert_matches_reference, compiled_backends, dtypes_for, in_layout
+from camfast_testing.checks import LAYOUTS, in_layout
+from camfast_testing.op_tester import LayerOpTester, every_backend
 
-OP = "channel_spatial_attention"
-BACKENDS = compiled_backends()
 SPATIAL = ("sigmoid", "softmax")
 S_LAYOUTS = ("contiguous", "transposed", "sliced", "nc11")
-
-
-def csa(backend, spatial):
-    return lambda a, s: camfast.channel_spatial_attention(a, s, spatial, backend=backend)
-
-
-def ref(spatial):
-    return lambda a, s: reference.channel_spatial_attention(a, s, spatial)
 
 
 def weights_in_layout(s, layout):
@@ -38,132 +29,74 @@ def channel_softmax(n, c, device, dtype=torch.float32):
     return torch.softmax(2 * torch.randn(n, c, device=device), dim=1).to(dtype)
 
 
-def shapes(backend):
-    # The Triton interpreter runs one program at a time on CPU: keep its cases small.
-    return [(2, 5, 7, 9), (1, 3, 1, 1)] if backend == "triton" else [(3, 70, 14, 14), (2, 5, 7, 9), (1, 3, 1, 1)]
+class TestChannelSpatialAttention(LayerOpTester):
+    op = "channel_spatial_attention"
+    long_sums = True
+    bad_inputs = [
+        (lambda: (torch.randn(2, 3, 4, 4), torch.rand(2, 4)), ValueError, r"s must have shape \[N, C\] of a = \(2, 3\)"),
+        (lambda: (torch.randn(2, 3, 4, 4), torch.rand(3, 3)), ValueError, r"s must have shape \[N, C\] of a"),
+        (lambda: (torch.randn(2, 3, 4, 4), torch.rand(2, 3, 2, 2)), ValueError, "s must be 2-D"),
+        (lambda: (torch.randn(2, 3, 4, 4), torch.rand(2, 3, dtype=torch.float64)), TypeError,
+         "a and s must have the same dtype"),
+        (lambda: (torch.randn(2, 3, 4, 4), [[0.5] * 3] * 2), TypeError, "s must be a torch.Tensor"),
+    ]
+    bad_options = [({"spatial": "tanh"}, ValueError, "spatial must be one of")]
 
+    def inputs(self, shape, dtype, device, layout):
+        a = in_layout(torch.randn(shape, device=device).to(dtype), layout)
+        s = channel_softmax(*shape[:2], device, dtype)
+        return a, weights_in_layout(s, S_LAYOUTS[LAYOUTS.index(layout) % len(S_LAYOUTS)])
 
-@pytest.mark.parametrize("device,backend", BACKENDS)
-@pytest.mark.parametrize("spatial", SPATIAL)
-def test_matches_reference_on_random_inputs(device, backend, spatial):
-    for dtype in dtypes_for(device, backend):
-        for shape in shapes(backend):
-            for i, layout in enumerate(LAYOUTS):
-                a = in_layout(torch.randn(shape, device=device).to(dtype), layout)
-                s = weights_in_layout(channel_softmax(*shape[:2], device, dtype), S_LAYOUTS[i % len(S_LAYOUTS)])
-                assert_matches_reference(csa(backend, spatial), ref(spatial), a, s, long_sums=True)
+    def options(self, a, s):
+        return [dict(spatial=spatial) for spatial in SPATIAL]
 
+    def op_args(self, a, s):
+        return [(a, s, softmax) for softmax in (False, True)]
 
-@pytest.mark.parametrize("device,backend", BACKENDS)
-@pytest.mark.parametrize("spatial", SPATIAL)
-def test_every_weight_layout(device, backend, spatial):
-    a = torch.randn(2, 6, 3, 4, device=device)
-    for s_layout in S_LAYOUTS:
-        s = weights_in_layout(channel_softmax(2, 6, device), s_layout)
-        assert_matches_reference(csa(backend, spatial), ref(spatial), a, s, long_sums=True)
+    @every_backend
+    @pytest.mark.parametrize("spatial", SPATIAL)
+    def test_every_weight_layout(self, device, backend, spatial):
+        a = torch.randn(2, 6, 3, 4, device=device)
+        for s_layout in S_LAYOUTS:
+            s = weights_in_layout(channel_softmax(2, 6, device), s_layout)
+            self.assert_matches_reference(backend, a, s, long_sums=True, spatial=spatial)
 
+    @every_backend
+    @pytest.mark.parametrize("spatial", SPATIAL)
+    def test_edge_values(self, device, backend, spatial):
+        """NaN, +-inf, saturated sigmoids and zero weights behave as the reference's autograd."""
+        a = torch.randn(4, 3, 2, 3, device=device)
+        a[0, 1, 0, 1] = float("nan")
+        a[1, 0, 1, 2] = float("inf")
+        a[2, 2, 0, 0] = float("-inf")
+        a[3] *= 100.0  # sigmoid saturates to exactly 0 and 1
+        s = channel_softmax(4, 3, device)
+        s[3, 0] = 0.0
+        for layout in LAYOUTS:
+            self.assert_matches_reference(backend, in_layout(a, layout), s, spatial=spatial)
+        out = self.call(backend, a, s, spatial=spatial)
+        if spatial == "softmax":  # one NaN or +inf makes the whole softmax of that sample NaN
+            assert out[0].isnan().all() and out[1].isnan().all() and not out[3].isnan().any()
+        else:  # a NaN poisons its pixel only
+            assert out[0, :, 0, 1].isnan().all() and out[0].isnan().sum() == 3
 
-@pytest.mark.parametrize("device,backend", BACKENDS)
-@pytest.mark.parametrize("spatial", SPATIAL)
-def test_edge_values(device, backend, spatial):
-    """NaN, +-inf, saturated sigmoids and zero weights behave as the reference's autograd."""
-    a = torch.randn(4, 3, 2, 3, device=device)
-    a[0, 1, 0, 1] = float("nan")
-    a[1, 0, 1, 2] = float("inf")
-    a[2, 2, 0, 0] = float("-inf")
-    a[3] *= 100.0  # sigmoid saturates to exactly 0 and 1
-    s = channel_softmax(4, 3, device)
-    s[3, 0] = 0.0
-    for layout in LAYOUTS:
-        assert_matches_reference(csa(backend, spatial), ref(spatial), in_layout(a, layout), s)
-    out = camfast.channel_spatial_attention(a, s, spatial, backend=backend)
-    if spatial == "softmax":  # one NaN or +inf makes the whole softmax of that sample NaN
-        assert out[0].isnan().all() and out[1].isnan().all() and not out[3].isnan().any()
-    else:  # a NaN poisons its pixel only
-        assert out[0, :, 0, 1].isnan().all() and out[0].isnan().sum() == 3
+    @every_backend
+    def test_softmax_attention_sums_to_one(self, device, backend):
+        a = torch.randn(2, 4, 5, 6, device=device, dtype=torch.float64)
+        ones = torch.ones(2, 4, 5, 6, device=device, dtype=torch.float64)
+        s = channel_softmax(2, 4, device, torch.float64)
+        # t is out / a; with a = 1 the output is t itself, and sum_hw t = 1 per channel.
+        t = self.call(backend, ones, s, spatial="softmax")
+        torch.testing.assert_close(t.sum(dim=(2, 3)), torch.ones(2, 4, dtype=torch.float64, device=device))
+        assert self.call(backend, a, s, spatial="softmax").shape == a.shape
 
-
-@pytest.mark.parametrize("device,backend", BACKENDS)
-def test_softmax_attention_sums_to_one(device, backend):
-    a = torch.randn(2, 4, 5, 6, device=device, dtype=torch.float64)
-    ones = torch.ones(2, 4, 5, 6, device=device, dtype=torch.float64)
-    s = channel_softmax(2, 4, device, torch.float64)
-    # t is out / a; with a = 1 the output is t itself, and sum_hw t = 1 per channel.
-    t = camfast.channel_spatial_attention(ones, s, "softmax", backend=backend)
-    torch.testing.assert_close(t.sum(dim=(2, 3)), torch.ones(2, 4, dtype=torch.float64, device=device))
-    assert camfast.channel_spatial_attention(a, s, "softmax", backend=backend).shape == a.shape
-
-
-@pytest.mark.parametrize("device,backend", BACKENDS)
-def test_empty_batch_and_channels(device, backend):
-    for shape in [(0, 4, 5, 5), (2, 0, 5, 5)]:
-        a = torch.randn(shape, device=device, requires_grad=True)
-        s = torch.rand(shape[:2], device=device, requires_grad=True)
-        for spatial in SPATIAL:
-            out = camfast.channel_spatial_attention(a, s, spatial, backend=backend)
-            assert out.shape == shape
-            out.sum().backward()
-            assert a.grad.shape == a.shape and s.grad.shape == s.shape
-
-
-@pytest.mark.parametrize("device,backend", BACKENDS)
-@pytest.mark.parametrize("spatial", SPATIAL)
-def test_gradcheck(device, backend, spatial):
-    a = torch.randn(2, 3, 4, 5, dtype=torch.float64, device=device)
-    s = torch.rand(2, 3, dtype=torch.float64, device=device)
-    fn = csa(backend, spatial)
-    assert torch.autograd.gradcheck(fn, (a.clone().requires_grad_(), s.clone().requires_grad_()))
-    a_cl = a.contiguous(memory_format=torch.channels_last).requires_grad_()
-    assert torch.autograd.gradcheck(fn, (a_cl, s.t().contiguous().t().requires_grad_()))
-
-
-@pytest.mark.parametrize("device,backend", BACKENDS)
-def test_opcheck(device, backend):
-    op = getattr(torch.ops.camfast, OP + ("_triton" if backend == "triton" else ""))
-    for layout in ("contiguous", "channels_last"):
-        a = in_layout(torch.randn(2, 3, 4, 5, device=device), layout).requires_grad_()
-        s = torch.rand(2, 3, device=device, requires_grad=True)
-        for softmax in (False, True):
-            torch.library.opcheck(op, (a, s, softmax))
-
-
-@pytest.mark.parametrize("device,backend", BACKENDS)
-def test_compile_fullgraph(device, backend):
-    a = torch.randn(2, 3, 4, 5, device=device, requires_grad=True)
-    s = torch.rand(2, 3, device=device, requires_grad=True)
-    attention = lambda x, w: camfast.channel_spatial_attention(x, w, "sigmoid", backend=backend)  # noqa: E731
-    assert_compiles_like_reference(attention, reference.channel_spatial_attention, a, s)
-
-
-BAD_INPUTS = [
-    (lambda: (torch.randn(2, 3, 4), torch.rand(2, 3)), {}, ValueError, "a must be 4-D"),
-    (lambda: (torch.ones(2, 3, 4, 4, dtype=torch.int64), torch.rand(2, 3)), {}, TypeError, "a must be float16"),
-    (lambda: (torch.randn(2, 3, 0, 4), torch.rand(2, 3)), {}, ValueError, "H > 0 and W > 0"),
-    (lambda: (torch.randn(2, 3, 4, 4), torch.rand(2, 4)), {}, ValueError, r"s must have shape \[N, C\] of a = \(2, 3\)"),
-    (lambda: (torch.randn(2, 3, 4, 4), torch.rand(3, 3)), {}, ValueError, r"s must have shape \[N, C\] of a"),
-    (lambda: (torch.randn(2, 3, 4, 4), torch.rand(2, 3, 2, 2)), {}, ValueError, "s must be 2-D"),
-    (lambda: (torch.randn(2, 3, 4, 4), torch.rand(2, 3, dtype=torch.float64)), {}, TypeError, "a and s must have the same dtype"),
-    (lambda: (torch.randn(2, 3, 4, 4), [[0.5] * 3] * 2), {}, TypeError, "s must be a torch.Tensor"),
-    (lambda: (torch.randn(2, 3, 4, 4), torch.rand(2, 3)), {"spatial": "tanh"}, ValueError, "spatial must be one of"),
-]
-
-
-@pytest.mark.parametrize("backend", ["reference", *[p.values[1] for p in BACKENDS]])
-@pytest.mark.parametrize("make,kwargs,error,message", BAD_INPUTS)
-def test_bad_input_same_error_on_every_backend(backend, make, kwargs, error, message):
-    with pytest.raises(error, match=message):
-        camfast.channel_spatial_attention(*make(), backend=backend, **kwargs)
-
-
-@pytest.mark.parametrize("backend", ["reference", *[p.values[1] for p in BACKENDS]])
-def test_inputs_are_not_modified(backend):
-    a, s = torch.randn(2, 3, 4, 4), torch.rand(2, 3)
-    before = a.clone(), s.clone()
-    for spatial in SPATIAL:
-        out = camfast.channel_spatial_attention(a.requires_grad_(), s.requires_grad_(), spatial, backend=backend)
-        out.backward(torch.randn_like(out))
-        a.grad = s.grad = None
-    assert torch.equal(a, before[0]) and torch.equal(s, before[1])
+    @pytest.mark.parametrize("spatial", SPATIAL)
+    def test_many_pixel_blocks_per_sample(self, spatial):
+        """2048 float64 channels: the CPU kernels split each 12x13 map into several pixel blocks."""
+        a = torch.randn(2, 2048, 12, 13, dtype=torch.float64)
+        s = channel_softmax(2, 2048, "cpu", torch.float64)
+        for layout in ("contiguous", "channels_last"):
+            self.assert_matches_reference("cpp", in_layout(a, layout), s, spatial=spatial)
 
 
 @pytest.mark.parametrize("spatial", SPATIAL)
@@ -204,15 +137,6 @@ def test_ggam_loss_paper_form_options():
     torch.testing.assert_close(camfast.ggam_loss(s, grad_weights, symmetric=True, sigmoid=True), both)
     with pytest.raises(ValueError, match=r"grad_weights must have shape \[N, C\] of s"):
         camfast.ggam_loss(s, grad_weights[:, :4])
-
-
-@pytest.mark.parametrize("spatial", SPATIAL)
-def test_many_pixel_blocks_per_sample(spatial):
-    """2048 float64 channels: the CPU kernels split each 12x13 map into several pixel blocks."""
-    a = torch.randn(2, 2048, 12, 13, dtype=torch.float64)
-    s = channel_softmax(2, 2048, "cpu", torch.float64)
-    for layout in ("contiguous", "channels_last"):
-        assert_matches_reference(csa("cpp", spatial), ref(spatial), in_layout(a, layout), s)
 
 
 def test_training_step_as_in_the_module_docstring():

@@ -1,4 +1,4 @@
-"""Shared test machinery: devices, backends, input layouts and the one tolerance table."""
+"""Devices, backends, input layouts and the one tolerance table that every comparison uses."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def in_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
     raise ValueError(layout)
 
 
-def _leaves(args, dtype=None):
+def leaves(args, dtype=None) -> list:
     """Fresh leaf copies of the float tensor args (cast to dtype if given) that require grad."""
     out = []
     for a in args:
@@ -72,7 +72,7 @@ def _leaves(args, dtype=None):
     return out
 
 
-def _run(fn, args, grad_out, backward: bool):
+def outputs_and_grads(fn, args, grad_out, backward: bool) -> list:
     """fn(*args) and the grads of its float tensor args for grad_out, all detached."""
     out = fn(*args)
     grads = []
@@ -112,14 +112,14 @@ def assert_matches_reference(fn, ref, *args, backward: bool = True, long_sums: b
     order, the reference's included) exceeds the fixed table; float32 then follows the
     low-precision rule against float64, like float16 and bfloat16.
     """
-    args_fn = _leaves(args)
-    probe = ref(*_leaves(args))
+    args_fn = leaves(args)
+    probe = ref(*leaves(args))
     grad_out = torch.randn(probe.shape, dtype=torch.float64, device=probe.device)
-    actual = _run(fn, args_fn, grad_out, backward)
+    actual = outputs_and_grads(fn, args_fn, grad_out, backward)
     names = ["output"] + [f"grad of arg {i}" for i, a in enumerate(args_fn) if isinstance(a, torch.Tensor) and a.requires_grad]
     dtype = probe.dtype
     if dtype in TOLERANCE and not (long_sums and dtype == torch.float32):
-        expected = _run(ref, _leaves(args), grad_out, backward)
+        expected = outputs_and_grads(ref, leaves(args), grad_out, backward)
         for name, a, e in zip(names, actual, expected):
             if e is None:
                 assert a is None, name
@@ -127,8 +127,8 @@ def assert_matches_reference(fn, ref, *args, backward: bool = True, long_sums: b
             assert a.dtype == e.dtype and a.shape == e.shape, name
             torch.testing.assert_close(a, e, equal_nan=True, msg=lambda m: f"{name}: {m}", **TOLERANCE[dtype])
         return
-    low = _run(ref, _leaves(args), grad_out, backward)
-    exact = _run(ref, _leaves(args, torch.float64), grad_out, backward)
+    low = outputs_and_grads(ref, leaves(args), grad_out, backward)
+    exact = outputs_and_grads(ref, leaves(args, torch.float64), grad_out, backward)
     for name, a, lo, ex in zip(names, actual, low, exact):
         if a is not None:
             assert a.dtype == dtype and a.shape == lo.shape, name
@@ -144,9 +144,9 @@ def assert_compiles_like_reference(fn, ref, *inputs) -> None:
     compiled = torch.compile(lambda *t: fn(*t).square().sum(), fullgraph=True)
     loss = compiled(*inputs)
     grads = torch.autograd.grad(loss, inputs)
-    leaves = [t.detach().requires_grad_() for t in inputs]
-    loss_ref = ref(*leaves).square().sum()
-    grads_ref = torch.autograd.grad(loss_ref, leaves)
+    detached = [t.detach().requires_grad_() for t in inputs]
+    loss_ref = ref(*detached).square().sum()
+    grads_ref = torch.autograd.grad(loss_ref, detached)
     torch.testing.assert_close(loss, loss_ref)
     for grad, grad_ref in zip(grads, grads_ref):
         torch.testing.assert_close(grad, grad_ref)
