@@ -112,7 +112,7 @@ def _is_global_avg_pool(gm: fx.GraphModule, node: fx.Node) -> bool:
         return isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size in (1, (1, 1), [1, 1])
     if node.op == "call_function" and node.target is F.adaptive_avg_pool2d:
         return _arg(node, 1, "output_size") in (1, (1, 1), [1, 1])
-    if (node.op == "call_function" and node.target is torch.mean) or (node.op == "call_method" and node.target == "mean"):
+    if (node.op, node.target) in (("call_function", torch.mean), ("call_method", "mean")):
         return _arg(node, 1, "dim") in _SPATIAL_DIMS and _arg(node, 3, "dtype") is None
     return False
 

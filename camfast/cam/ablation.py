@@ -19,7 +19,7 @@ from .score import _positive_int
 ABLATION_VALUES = ("zero", "grad-cam-legacy")
 
 
-def ablation_list(act: torch.Tensor, ratio: float) -> torch.Tensor:
+def _ablation_list(act: torch.Tensor, ratio: float) -> torch.Tensor:
     """grad-cam's `ratio_channels_to_ablate`: the channels each image ablates, in grad-cam's order, [N, L].
 
     ratio 1: all, in order. Otherwise, per image: a mask of the pixels where |EigenCAM projection|,
@@ -46,7 +46,7 @@ def ablation_list(act: torch.Tensor, ratio: float) -> torch.Tensor:
     return torch.cat([order.flip(1)[:, :count], order[:, :count]], dim=1)
 
 
-def list_positions(order: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _list_positions(order: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """([N, K] bool: the channel is in the list, [N, K] long: its first place in the list)."""
     places = torch.arange(order.shape[1], device=order.device).expand_as(order)
     position = torch.full((order.shape[0], k), order.shape[1], dtype=torch.long, device=order.device)
@@ -54,7 +54,7 @@ def list_positions(order: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     return position < order.shape[1], position
 
 
-def legacy_values(act: torch.Tensor, position: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _legacy_values(act: torch.Tensor, position: torch.Tensor, batch_size: int) -> torch.Tensor:
     """grad-cam's ablation value [N, K]: 0 for an image whose minimum is exactly 0; otherwise the
     channel at position p of the image's list gets m - (j + 1) 1e7 with j = p % batch_size and m the
     image's minimum, computed in float32 as grad-cam does (min - 1e7, once per row of a chunk)."""
@@ -95,7 +95,7 @@ class AblationCAM(Explainer):
     Host reads: one per call (how many channels to forward), plus one for the ablation-value check
     and, with `head`, one that checks head(A) against the model's output.
     `ratio_channels_to_ablate` < 1 ablates only some channels, chosen as grad-cam chooses them
-    (see `ablation_list`); the others get w = 0. `mode` tells the path the last call took.
+    (see `_ablation_list`); the others get w = 0. `mode` tells the path the last call took.
 
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
     ...                       nn.Flatten(), nn.Linear(8, 4))
@@ -183,7 +183,7 @@ class AblationCAM(Explainer):
         scores = self.scores(clean.logits, targets, x.shape[0])
         original = scores.values.to(torch.promote_types(scores.values.dtype, torch.float32))  # [N, T]
         maps = clean.maps
-        selected, position = list_positions(ablation_list(maps, self.ratio), maps.shape[1])
+        selected, position = _list_positions(_ablation_list(maps, self.ratio), maps.shape[1])
         value = self._values(clean.raw, position)
         if self.fast and clean.linear_weight is not None and self.reshape_transform is None:
             self.mode = "gap-linear"
@@ -202,7 +202,7 @@ class AblationCAM(Explainer):
                 raise ValueError("target_layer has negative values, so ablating a channel to 0 does not remove "
                                  "it: pick a layer after a ReLU, or pass ablation_value='grad-cam-legacy'")
             return torch.zeros(position.shape, dtype=raw.dtype, device=raw.device)
-        return legacy_values(raw, position, self.batch_size)
+        return _legacy_values(raw, position, self.batch_size)
 
     def _ablated_scores(self, clean, image_size, value, selected, classes, original):
         """Scores [N, T, K] with each selected channel ablated; the others keep the original score."""

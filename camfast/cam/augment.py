@@ -12,7 +12,13 @@ AUG_SMOOTH = tuple((flip, factor) for flip in (False, True) for factor in (0.9, 
 
 
 def augmentations(aug_smooth) -> tuple[tuple[bool, float], ...]:
-    """`aug_smooth`: False (none), True (grad-cam's six) or a sequence of (horizontal flip, factor)."""
+    """`aug_smooth`: False (none), True (grad-cam's six) or a sequence of (horizontal flip, factor).
+
+    >>> augmentations([(True, 1.0)])
+    ((True, 1.0),)
+    >>> len(augmentations(True))
+    6
+    """
     if aug_smooth is False or aug_smooth is None:
         return ()
     if aug_smooth is True:
@@ -33,6 +39,10 @@ def smooth(explain: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, pai
 
     As grad-cam does: each pass is a complete explainer call (its own normalisation, and with
     targets=None its own predicted class), and the mean is not renormalised.
+
+    >>> x = torch.rand(1, 3, 4, 4)
+    >>> torch.equal(smooth(lambda image: image[:, 0], x, [(True, 1.0)]), x[:, 0])
+    True
     """
     total = None
     for flip, factor in pairs:

@@ -9,13 +9,13 @@ from torch import nn
 from ._base import Explainer, class_gradients
 
 
-def bias_layers(model: nn.Module) -> list[nn.Module]:
+def _bias_layers(model: nn.Module) -> list[nn.Module]:
     """grad-cam's FullGrad layers: every module whose type is exactly nn.Conv2d or nn.BatchNorm2d
     (no subclass, no 3-D) and that has a bias, in registration order."""
     return [m for m in model.modules() if type(m) in (nn.Conv2d, nn.BatchNorm2d) and m.bias is not None]
 
 
-def effective_bias(layer: nn.Module) -> torch.Tensor:
+def _effective_bias(layer: nn.Module) -> torch.Tensor:
     """The bias a layer adds in eval mode: b for a convolution, beta - mu gamma / sqrt(var + eps) for BN."""
     if isinstance(layer, nn.BatchNorm2d):
         if layer.running_mean is None or layer.running_var is None:
@@ -64,19 +64,23 @@ class FullGrad(Explainer):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if score is not None and not callable(score):
-            raise TypeError(f"score must be a callable (output, targets) -> Tensor[N] or [N, T], got {type(score).__name__}")
+            raise TypeError("score must be a callable (output, targets) -> Tensor[N] or [N, T], "
+                            f"got {type(score).__name__}")
         self.model, self.score_fn = model, score
         self.target_layers, self.reshape_transform = [], None
 
     def _explain(self, x, targets):
-        layers = bias_layers(self.model)
-        biases = {layer: effective_bias(layer) for layer in layers}
+        layers = _bias_layers(self.model)
+        biases = {layer: _effective_bias(layer) for layer in layers}
         size = x.shape[2:]
         terms = []  # the layer terms of the class being backpropagated
 
+        def add_term(layer, grad):
+            terms.append(_channel_scaled_sum((biases[layer][:, None, None] * grad).abs(), size))
+
         def on_output(layer, inputs, output):
             if output.requires_grad:  # else the score does not depend on it: no term
-                output.register_hook(lambda grad: terms.append(_channel_scaled_sum((biases[layer][:, None, None] * grad).abs(), size)))
+                output.register_hook(lambda grad: add_term(layer, grad))
 
         handles = [layer.register_forward_hook(on_output) for layer in layers]
         try:

@@ -21,9 +21,9 @@ class TokenGrid:
     size (H, W): the candidates are the grids of a patch stride s that divides both H and W,
     h = H / s and w = W / s, with p = L - h w and 0 <= p < h w. When no stride fits that way,
     the grids (floor(H / s), floor(W / s)) and (ceil(H / s), ceil(W / s)) of every stride are
-    tried. Exactly one candidate must remain, else a ValueError names them: pass `prefix_tokens` or `grid` then (for example a
-    ViT with 4 registers at 224 x 224 and patch 14 has 261 tokens, which also fit a 14 x 14 grid
-    behind 65 prefix tokens). Prefix tokens are dropped from the maps.
+    tried. Exactly one candidate must remain, else a ValueError names them: pass `prefix_tokens`
+    or `grid` then (a ViT with 4 registers at 224 x 224 and patch 14 has 261 tokens, which also
+    fit a 14 x 14 grid behind 65 prefix tokens). Prefix tokens are dropped from the maps.
 
     >>> grid = TokenGrid()
     >>> grid(torch.rand(2, 1 + 14 * 14, 32), (224, 224)).shape  # ViT-B/16: CLS + 14 x 14
@@ -64,8 +64,8 @@ class TokenGrid:
         if len(found) != 1:
             what = "no grid fits" if not found else f"the grid is ambiguous: {sorted(found)}"
             raise ValueError(f"reshape_transform='tokens': {what} for {length} tokens of a "
-                             f"{tuple(image_size)} image (as (prefix tokens, (h, w))); give TokenGrid(prefix_tokens=...) "
-                             "or TokenGrid(grid=(h, w))")
+                             f"{tuple(image_size)} image (as (prefix tokens, (h, w))); give "
+                             "TokenGrid(prefix_tokens=...) or TokenGrid(grid=(h, w))")
         return found.pop()
 
     def __repr__(self) -> str:
@@ -90,7 +90,11 @@ def _candidates(length: int, image_size: Sequence[int], prefix: int | None, exac
 
 
 def resolve_transform(transform) -> Callable | None:
-    """None, a callable(tokens) -> [N, K, h, w], "tokens" or a TokenGrid."""
+    """None, a callable(tokens) -> [N, K, h, w], "tokens" or a TokenGrid (checked).
+
+    >>> resolve_transform("tokens")
+    TokenGrid(prefix_tokens=None, grid=None)
+    """
     if transform is None or isinstance(transform, TokenGrid):
         return transform
     if isinstance(transform, str):
@@ -98,12 +102,17 @@ def resolve_transform(transform) -> Callable | None:
             raise ValueError(f"reshape_transform must be None, a callable, 'tokens' or a TokenGrid, got {transform!r}")
         return TokenGrid()
     if not callable(transform):
-        raise TypeError(f"reshape_transform must be None, a callable, 'tokens' or a TokenGrid, got {type(transform).__name__}")
+        raise TypeError("reshape_transform must be None, a callable, 'tokens' or a TokenGrid, "
+                        f"got {type(transform).__name__}")
     return transform
 
 
 def apply_transform(transform, output: torch.Tensor, image_size: Sequence[int]) -> torch.Tensor:
-    """The layer's output as maps [N, K, h, w] (a TokenGrid also needs the input's size)."""
+    """The layer's output as maps [N, K, h, w] (a TokenGrid also needs the input's size).
+
+    >>> apply_transform(TokenGrid(), torch.rand(2, 17, 8), (32, 32)).shape
+    torch.Size([2, 8, 4, 4])
+    """
     maps = transform(output, image_size) if isinstance(transform, TokenGrid) else transform(output)
     if not isinstance(maps, torch.Tensor) or maps.dim() != 4 or maps.shape[0] != output.shape[0]:
         got = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
@@ -115,7 +124,11 @@ def positions(transform, output_shape: Sequence[int], image_size: Sequence[int])
     """Where each entry of the maps comes from: [K, h, w] flat indices into one image's layer
     output, found by passing a tensor of positions through the transform. Raises unless the
     transform only rearranges (reshape, permute, slice), as the gradient methods and AblationCAM
-    need: they map channels and gradients back to the layer's output through these indices."""
+    need: they map channels and gradients back to the layer's output through these indices.
+
+    >>> positions(TokenGrid(), (1, 5, 2), (4, 4))[:, 0, 0]  # one CLS token, 2 x 2 grid, 2 channels
+    tensor([2, 3])
+    """
     shape = (1, *output_shape[1:])
     probe = torch.arange(math.prod(shape), dtype=torch.float64).view(shape)
     mapped = apply_transform(transform, probe, image_size)[0]
@@ -128,7 +141,11 @@ def positions(transform, output_shape: Sequence[int], image_size: Sequence[int])
 def channel_axis(transform, output_shape: Sequence[int], image_size: Sequence[int]) -> tuple[int, torch.Tensor]:
     """Where map channel k lives in the layer's output: (axis, index [K]), so that the output's
     entries with index[k] along `axis` are exactly those of channel k, at every position (prefix
-    tokens included)."""
+    tokens included).
+
+    >>> channel_axis(TokenGrid(), (1, 5, 2), (4, 4))
+    (2, tensor([0, 1]))
+    """
     shape = output_shape[1:]
     mapped = positions(transform, output_shape, image_size).flatten(1)  # [K, h w]
     for axis in range(len(shape)):
