@@ -1,5 +1,6 @@
 """Backend choice, configuration report and the extension's load rules."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ import camfast
 from camfast import _backend, _extension
 
 
-def test_auto_prefers_the_compiled_cpu_kernels():
+def test_auto_prefers_the_compiled_cpu_kernels(monkeypatch):
+    monkeypatch.delenv("CAMFAST_BACKEND", raising=False)
     assert _backend.resolve(None, torch.device("cpu")) == "cpp"
     assert _backend.resolve("auto", torch.device("cpu")) == "cpp"
 
@@ -41,10 +43,11 @@ def test_torch_release_parsing_and_minimum():
 
 def test_show_config_reports_versions_and_backends(capsys):
     camfast.show_config()
-    out = capsys.readouterr().out
-    assert camfast.__version__ in out and torch.__version__ in out
-    assert "torch (built against)" in out and "triton backend" in out
-    assert "cpp backend, cpu       yes" in out
+    # One fact a line: the name, two or more spaces, the value (names hold single spaces only).
+    printed = dict(re.split(r" {2,}", line, maxsplit=1) for line in capsys.readouterr().out.splitlines())
+    assert printed["camfast"] == camfast.__version__ and printed["torch (running)"] == torch.__version__
+    assert "torch (built against)" in printed and "triton backend" in printed
+    assert printed["cpp backend, cpu"] == "yes"
 
 
 def test_import_without_the_extension_falls_back_to_the_reference(tmp_path):

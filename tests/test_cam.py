@@ -132,8 +132,13 @@ def ref_scorecam_official(net, x, target):
 
 
 @torch.no_grad()
-def ref_scorecam_torchcam_raw(net, x, target, bs=5):
-    """torchcam 0.5.0 ScoreCAM up to ReLU(sum w A) at feature resolution."""
+def ref_scorecam_torchcam_raw(net, x, target, bs=5, keep=None):
+    """torchcam 0.5.0 ScoreCAM up to ReLU(sum w A) at feature resolution.
+
+    keep: camfast's max_channels approximation, written without topk and gather: all maps are
+    scored, then every map outside the `keep` largest sum |A| of its image gets weight 0 (the
+    channel softmax runs over the kept maps alone).
+    """
     a = features(net, x)
     n, k = a.shape[:2]
     norm = a - a.amin((2, 3), keepdim=True)
@@ -143,7 +148,12 @@ def ref_scorecam_torchcam_raw(net, x, target, bs=5):
     base = net(x).gather(1, target[:, None])[:, 0]
     scores = torch.cat([net(masks[s:s + bs] * x[owner[s:s + bs]]).gather(1, target[owner[s:s + bs], None])[:, 0]
                         for s in range(0, n * k, bs)])
-    w = torch.softmax((scores - base[owner]).view(n, k), dim=1)
+    scores = (scores - base[owner]).view(n, k)
+    if keep is not None:
+        ranked = a.abs().sum((2, 3)).argsort(dim=1, descending=True)
+        dropped = torch.ones(n, k, dtype=torch.bool).scatter(1, ranked[:, :keep], False)
+        scores = scores.masked_fill(dropped, float("-inf"))
+    w = torch.softmax(scores, dim=1)
     return (w[:, :, None, None] * a).sum(1).relu()
 
 
@@ -286,13 +296,22 @@ def test_scorecam_options_keep_the_map(net, x):
     base = cc.ScoreCAM(net, "features", preset="torchcam")(x, TARGETS)
     torch.testing.assert_close(cc.ScoreCAM(net, "features", preset="torchcam", channels_last=True)(x, TARGETS),
                                base, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(cc.ScoreCAM(net, "features", preset="torchcam", max_channels=16)(x, TARGETS), base)
+    # Dropping only the three dead (all-zero) maps scales every live weight of an image alike.
+    torch.testing.assert_close(cc.ScoreCAM(net, "features", preset="torchcam", max_channels=13)(x, TARGETS),
+                               base, atol=1e-5, rtol=1e-5)
     low = cc.ScoreCAM(net, "features", preset="torchcam", autocast=torch.bfloat16)(x, TARGETS)
     assert corr(low, base) > 0.99
-    approx = cc.ScoreCAM(net, "features", preset="torchcam", max_channels=6)(x, TARGETS)
-    assert approx.shape == base.shape and 0 <= approx.min() and approx.max() <= 1
     with_bar = cc.ScoreCAM(net, "features", preset="torchcam", progress=True)(x, TARGETS)
     torch.testing.assert_close(with_bar, base)
+
+
+def test_scorecam_max_channels_weighs_only_the_largest_maps(net, x):
+    """max_channels=6 of 16 maps: the approximation against a reference that zeroes the others."""
+    approx = cc.ScoreCAM(net, "features", preset="torchcam", max_channels=6)(x, TARGETS)
+    expected = to_image(ref_scorecam_torchcam_raw(net, x, TARGETS, keep=6), (32, 32))
+    torch.testing.assert_close(approx, expected, atol=1e-5, rtol=1e-5)
+    full = cc.ScoreCAM(net, "features", preset="torchcam")(x, TARGETS)
+    assert not torch.allclose(approx, full, atol=1e-3)  # ten live maps really were dropped
 
 
 def test_iscam_matches_torchcam_form(net, x):

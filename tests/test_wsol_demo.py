@@ -23,8 +23,16 @@ def test_demo_is_deterministic_and_writes_its_outputs(tmp_path):
     assert first == second
     assert list(first) == [v + nwc for v in ("GAP", "TAP", "ADL") for nwc in ("", " + NWC")]
     assert any(n.startswith("trained ADL") for n in notes)
-    for row in first.values():
-        assert all(0.0 <= value <= 100.0 for value in row.values())
+    images = small_config(tmp_path, "c.png").test_images
+    for name, row in first.items():
+        # Every column counts test images (MaxBoxAccV2 averages three IoU thresholds' counts).
+        for column, value in row.items():
+            step = 100.0 / images / (3 if column == "MaxBoxAccV2" else 1)
+            assert 0.0 <= value <= 100.0 and value == pytest.approx(step * round(value / step)), (name, column, value)
+        # Top-1 localization needs the class and the box right at the PaS threshold.
+        assert row["Top-1 Loc PaS"] <= min(row["top-1 cls"], row["GT-known PaS"])
+        if name.endswith(" + NWC"):  # NWC changes the CAM only, never the logits
+            assert row["top-1 cls"] == first[name.removesuffix(" + NWC")]["top-1 cls"]
     assert (tmp_path / "a.png").stat().st_size > 0
     table = demo.format_table(first)
     assert table.splitlines()[0].startswith("| model | top-1 cls | MaxBoxAcc | MaxBoxAccV2 |")
