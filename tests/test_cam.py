@@ -350,6 +350,7 @@ ALL = [
     pytest.param(lambda m, layer: cc.EigenGradCAM(m, layer), id="eigengrad"),
     pytest.param(lambda m, layer: cc.SmoothGradCAMpp(m, layer, num_samples=2), id="smoothgradcampp"),
     pytest.param(lambda m, layer: cc.FullGrad(m), id="fullgrad"),
+    pytest.param(lambda m, layer: cc.RefineCAM(m, ["stem", layer]), id="refinecam"),
 ]
 
 

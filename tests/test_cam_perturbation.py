@@ -329,6 +329,41 @@ def test_smoothgradcampp_bad_arguments():
         cc.SmoothGradCAMpp(model, "features.4", generator=torch.device("meta"))
 
 
+# ---------------------------------------------------------------- RefineCAM
+
+REFINE_LAYERS = {"PlainNet": ["features.1", "features.4", "features.7"], "BenchNet": ["layer2", "layer3", "expand"]}
+
+
+def test_refinecam_matches_both_peers(arch, x):
+    from torchcam.methods import GradCAM, RefineCAM
+
+    model = arch[0]
+    layers = REFINE_LAYERS[type(model).__name__]
+    lib = gradcam_lib()
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    peer = lib.RefineCAM(model, [dict(model.named_modules())[name] for name in layers])  # base: Grad-CAM++
+    try:
+        theirs = torch.from_numpy(peer(x, [ClassifierOutputTarget(t) for t in TARGETS]))
+    finally:
+        for cam in peer.base_cam_per_layer:
+            cam.activations_and_grads.release()
+    assert_agrees(cc.RefineCAM(model, layers)(x, TARGETS), theirs)
+    with RefineCAM(model, layers, base_method=GradCAM, input_shape=tuple(x.shape[1:])) as extractor:
+        theirs = extractor(class_idx=TARGETS, scores=model(x))[0]
+    assert_agrees(cc.RefineCAM(model, layers, preset="torchcam", base=cc.GradCAM)(x, TARGETS), theirs)
+
+
+def test_refinecam_bad_arguments():
+    model = PlainNet()
+    with pytest.raises(ValueError, match="two target layers"):
+        cc.RefineCAM(model, "features.4")
+    with pytest.raises(ValueError, match="preset"):
+        cc.RefineCAM(model, ["features.1", "features.4"], preset="paper")
+    with pytest.raises(TypeError, match="base"):
+        cc.RefineCAM(model, ["features.1", "features.4"], base=cc.ScoreCAM)
+
+
 # ---------------------------------------------------------------- test-time augmentation
 
 # aug_smooth lives in the explainer base: two methods stand for all.

@@ -13,9 +13,10 @@ from .eigen import EigenCAM, EigenGradCAM
 from .fullgrad import FullGrad
 from .gradient import CAM, GradCAM, GradCAMPlusPlus
 from .overlay import jet, overlay
+from .refine import RefineCAM
 from .score import ISCAM, PRESETS, SSCAM, ScoreCAM
 from .smooth import SmoothGradCAMpp
 from .transformers import TokenGrid
 
 __all__ = ["CAM", "AblationCAM", "EigenCAM", "EigenGradCAM", "FullGrad", "GradCAM", "GradCAMPlusPlus", "ISCAM",
-           "PRESETS", "SSCAM", "ScoreCAM", "SmoothGradCAMpp", "TokenGrid", "jet", "overlay"]
+           "PRESETS", "RefineCAM", "SSCAM", "ScoreCAM", "SmoothGradCAMpp", "TokenGrid", "jet", "overlay"]
