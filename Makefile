@@ -1,7 +1,10 @@
 # The two commands a newcomer needs:
 #   make test    tests in a fresh .venv (builds camfast._C, compile-checks the CUDA sources)
-#   make bench   the benchmark suite in .venv-bench: camfast vs the references and the peers
+#   make bench   the benchmark suite in .venv-bench: camfast vs the references and the peers;
+#                results go to bench-results/ (git-ignored), the tree stays clean
 # Both install torch==2.13.0 first: an unpinned torch would pull a multi-GB CUDA build.
+# Maintainers: `make bench-publish` copies bench-results/ into the committed benchmarks/data/ and
+# regenerates the tables in README.md and docs/benchmarks.md.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -10,7 +13,8 @@ TORCH ?= torch==2.13.0
 # The Triton the GPU machines run; its CPU interpreter needs NumPy < 2.4.
 TRITON ?= triton==3.6.0
 TEST_VENV := .venv
-BENCH_VENV := .venv-bench
+BENCH_VENV ?= .venv-bench
+BENCH_OUT := bench-results
 BASE_DEPS := $(TRITON) "numpy>=1.24,<2.4" ninja pytest pytest-benchmark opencv-python-headless matplotlib tqdm build wheel
 # Stateful, distributed metrics (the `metrics` extra) and the ONNX export tests.
 EXTRA_DEPS := torchmetrics onnx onnxscript onnxruntime
@@ -29,13 +33,10 @@ define make_venv
 	touch $(1)/.ready
 endef
 
-.PHONY: test bench demo cuda-check wheel wheel-check clean
+.PHONY: test bench bench-quick bench-publish demo cuda-check wheel wheel-check clean
 
-$(TEST_VENV)/.ready:
-	$(call make_venv,$(TEST_VENV))
-
-$(BENCH_VENV)/.ready:
-	$(call make_venv,$(BENCH_VENV))
+%/.ready:
+	$(call make_venv,$*)
 
 test: $(TEST_VENV)/.ready
 	$(TEST_VENV)/bin/pip install -q --no-build-isolation --no-deps -e .
@@ -44,9 +45,20 @@ test: $(TEST_VENV)/.ready
 
 bench: $(BENCH_VENV)/.ready
 	$(BENCH_VENV)/bin/pip install -q --no-build-isolation --no-deps -e .
-	$(BENCH_VENV)/bin/python -m benchmarks
-	$(BENCH_VENV)/bin/python -m benchmarks.results
-	$(BENCH_VENV)/bin/python -m benchmarks.cam_peer_check
+	$(BENCH_VENV)/bin/python -m benchmarks --out $(BENCH_OUT)
+	$(BENCH_VENV)/bin/python -m benchmarks.cam_peer_check --out $(BENCH_OUT)
+
+# The same run with small shapes and short timings, into bench-results/quick/ (never published).
+# CI runs it (with BENCH_VENV=.venv) so the benchmarks cannot rot between full runs.
+bench-quick: $(BENCH_VENV)/.ready
+	$(BENCH_VENV)/bin/pip install -q --no-build-isolation --no-deps -e .
+	$(BENCH_VENV)/bin/python -m benchmarks --quick --out $(BENCH_OUT)/quick
+	$(BENCH_VENV)/bin/python -m benchmarks.cam_peer_check --quick --out $(BENCH_OUT)/quick
+
+# Maintainers, after `make bench` on a quiet machine: merge bench-results/*.csv into the committed
+# benchmarks/data/, redraw its plots, regenerate README.md's headline table and docs/benchmarks.md.
+bench-publish: $(BENCH_VENV)/.ready
+	$(BENCH_VENV)/bin/python -m benchmarks.results --source $(BENCH_OUT)
 
 # The WSOL demo: trains a tiny CNN three times on a synthetic set, prints the localization table
 # and writes wsol_demo.png.

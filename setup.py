@@ -2,7 +2,7 @@
 
 Always builds the C++ CPU kernels. Adds the CUDA kernels when the installed torch is a CUDA build and
 nvcc is found (or CAMFAST_CUDA=1 forces it; CAMFAST_CUDA=0 turns it off). Every source uses only the
-LibTorch stable ABI, so one abi3 wheel serves torch 2.11 and newer (see README, "Design").
+LibTorch stable ABI, so one abi3 wheel serves torch 2.11 and newer (see docs/design.md).
 
 Knobs: CAMFAST_CUDA, CAMFAST_CUDA_ARCHS (default "80;90"), CAMFAST_DEBUG, MAX_JOBS.
 Build with --no-build-isolation so the installed torch is used.

@@ -1,4 +1,10 @@
-"""Run the benchmark suite: `python -m benchmarks [--quick] [--only STEM ...] [--device cpu|cuda]`."""
+"""Run the benchmark suite: `python -m benchmarks [--quick] [--only STEM ...] [--device cpu|cuda] [--out DIR]`.
+
+Rows go to DIR/<device>.csv as each case finishes (so a run stopped part-way keeps what it
+measured), then a plot (DIR/<device>.png) and the table (DIR/<device>.md). DIR defaults to
+bench-results/ (bench-results/quick/ with --quick), which git ignores; `make bench-publish`
+copies results into the committed tables.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="op stems to run, e.g. thresholded_avg_pool2d")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seconds", type=float, default=None, help="timing budget per provider per case")
-    parser.add_argument("--csv", type=Path, default=None, help="where to write rows (default: data/<device>.csv)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the CSV, plot and table (default: bench-results/, or bench-results/quick/)")
+    parser.add_argument("--csv", type=Path, default=None, help="the CSV file itself (default: OUT/<device>.csv)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -49,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = 1 if args.quick else 3
     env = results.environment(device)
     print(f"camfast benchmarks on {env['device']} ({env['threads']} threads), torch {env['torch']}", flush=True)
+    out = args.out or results.out_dir(args.quick)
+    path = args.csv or out / results.csv_name(device)
     new_rows = []
     for module in _modules(args.only):
         for case in module.cases(device, args.quick):
@@ -56,14 +66,16 @@ def main(argv: list[str] | None = None) -> int:
             peaks = {p: harness.peak_memory_mb(fn, device) for p, fn in case.providers.items()}
             rows = _rows(case, timings, peaks, env)
             new_rows += rows
+            all_rows = results.upsert_rows(path, rows)
             summary = ", ".join(f"{r['provider']} {r['p50_ms']} ms" for r in rows)
             print(f"  {case.op} {case.mode} {case.shape} {case.dtype}: {summary}", flush=True)
-    path = args.csv or results.csv_path(device)
-    all_rows = results.upsert_rows(path, new_rows)
+    if not new_rows:
+        print("no cases ran")
+        return 1
     results.plot(all_rows, path.with_suffix(".png"))
-    print()
-    print(results.markdown_table(new_rows))
-    print(f"\nrows: {path}\nplot: {path.with_suffix('.png')}")
+    table = results.markdown_table(new_rows)
+    path.with_suffix(".md").write_text(table + "\n")
+    print(f"\n{table}\n\nrows: {path}\nplot: {path.with_suffix('.png')}\ntable: {path.with_suffix('.md')}")
     return 0
 
 

@@ -11,8 +11,9 @@ import camfast
 from .harness import Case
 from .layers import backends
 
-# (act [N, K, h, w], image size, channels per call): ResNet50 and VGG16 layers on 224 x 224 images
-# (research notes, benchmark shapes), with the chunk bounding the masks held at once.
+# (act [N, K, h, w], image size, channels per call): ResNet-50's last layer (2048 x 7 x 7) and VGG16's
+# last conv layers (512 x 14 x 14 and 7 x 7) on 224 x 224 images, with the chunk bounding the masks
+# held at once.
 GPU_SHAPES = [((1, 2048, 7, 7), 224, 256), ((1, 512, 14, 14), 224, 128), ((8, 512, 7, 7), 224, 256)]
 CPU_SHAPES = [((1, 512, 7, 7), 224, 64), ((1, 512, 14, 14), 224, 64)]
 QUICK_SHAPES = [((1, 32, 7, 7), 64, 16)]

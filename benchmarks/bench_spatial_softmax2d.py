@@ -1,7 +1,7 @@
 """Spatial softmax and soft-argmax: camfast vs the eager reference.
 
-Shapes: (32, 512, 28, 28) is the CPU target; the rest are the robotics sizes of the research notes
-(robomimic keypoints after a 1x1 conv, visuomotor-style 109x109 maps) and keypoint heatmaps.
+Shapes: (32, 512, 28, 28) is the CPU target; the rest are sizes from robotics (robomimic keypoints
+after a 1x1 conv, visuomotor-style 109x109 maps) and keypoint heatmaps.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import torch
 
 import camfast.cam as cc
 
-from . import peers
+from . import peers, results
 from .cam_models import BenchNet, bench_net_and_image
 
 THRESHOLD = 0.999
@@ -118,8 +118,10 @@ def _print_rows(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cam_peer_check", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smaller model and image for the methods grid")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out", help="where the grid goes")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the grid goes (default: bench-results/, or bench-results/quick/)")
     args = parser.parse_args(argv)
+    out = args.out or results.out_dir(args.quick)
 
     torch.manual_seed(0)
     model = BenchNet(widths=(8, 16, 32, 64), expand=128)
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     _print_rows(rows)
 
     grid_model, image = bench_net_and_image(args.quick)
-    method_grid(grid_model, image, grid_model(image).argmax(1), "layer4", args.out / "cam_methods_cpu.png")
+    method_grid(grid_model, image, grid_model(image).argmax(1), "layer4", out / "cam_methods_cpu.png")
     return 0 if rows and all(r["corr"] >= THRESHOLD for r in rows) else 1
 
 

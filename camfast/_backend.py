@@ -5,6 +5,7 @@
 "reference" the plain PyTorch specification in camfast.reference
 None/"auto" the CAMFAST_BACKEND environment variable if set, else the compiled op for the
             tensor's device, else Triton on CUDA, else the reference.
+Under forward-mode AD and during torch.onnx.export, every choice runs the reference (choose()).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 
 import torch
+from torch.autograd import forward_ad
 
 from . import _extension
 
@@ -66,6 +69,32 @@ def resolve(backend: str | None, device: torch.device) -> str:
     if not usable:
         raise RuntimeError(f"backend={backend!r} is unavailable on {device.type}: {why}")
     return backend
+
+
+def _carries_tangent(tensors) -> bool:
+    return any(forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def _exporting_to_onnx() -> bool:
+    onnx = sys.modules.get("torch.onnx")  # not imported: not exporting (and no import cost)
+    return onnx is not None and onnx.is_in_onnx_export()
+
+
+def choose(backend: str | None, *inputs: torch.Tensor) -> str:
+    """The backend that runs an op on `inputs` (tensors on one device), after resolve().
+
+    The reference (plain PyTorch, the specification) runs instead of any backend where the
+    compiled ops cannot follow:
+    - an input carries a forward-mode tangent (torch.func.jvp, jacfwd, forward_ad dual tensors):
+      torch.library gives custom ops no forward-mode formula, and a custom op would silently drop
+      the tangent; the reference's derivative is the specification's;
+    - torch.onnx.export is tracing: the exported graph then holds the reference's ATen ops, which
+      the exporter translates, instead of camfast ops that ONNX Runtime does not know.
+    """
+    chosen = resolve(backend, inputs[0].device)
+    if chosen != "reference" and (_carries_tangent(inputs) or _exporting_to_onnx()):
+        return "reference"
+    return chosen
 
 
 def op(stem: str, backend: str):

@@ -1,4 +1,5 @@
-"""Fake (meta) kernels and autograd for every camfast:: op, one block per op stem.
+"""Fake (meta) kernels and autograd for every camfast:: op, one block per op stem, and the autocast
+rule of the ops with several floating inputs (camfast/_precision.py).
 
 Each `register_<stem>(suffix)` registers the forward op `camfast::<stem><suffix>` and its backward
 op `camfast::_<stem>_backward<suffix>`: suffix "" for the compiled ops of camfast._C (registered at
@@ -12,6 +13,7 @@ import torch
 
 from . import _extension
 from ._layout import empty_nchw_like
+from ._precision import register_autocast
 
 
 def _camfast_op(name: str):
@@ -65,6 +67,7 @@ def register_score_cam_masks(suffix: str) -> None:
         raise RuntimeError(f"{qualname} is not differentiable: its masks are inputs to score, not a loss")
 
     torch.library.register_autograd(qualname, backward)
+    register_autocast(qualname)
 
 
 def register_adl(suffix: str) -> None:
@@ -122,6 +125,7 @@ def register_channel_spatial_attention(suffix: str) -> None:
         return grad_a, grad_s, None
 
     torch.library.register_autograd(forward, backward, setup_context=setup_context)
+    register_autocast(forward)
     _forbid_double_backward(f"camfast::{backward_name}")
 
 
@@ -145,6 +149,7 @@ def register_attention_branch_mix(suffix: str) -> None:
         return _camfast_op(backward_name)(grad_out, g, m)
 
     torch.library.register_autograd(forward, backward, setup_context=setup_context)
+    register_autocast(forward)
     _forbid_double_backward(f"camfast::{backward_name}")
 
 

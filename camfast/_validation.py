@@ -40,13 +40,6 @@ def check_same_device(tensors: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"{' and '.join(devices)} must be on the same device, got {listed}")
 
 
-def check_same_dtype(tensors: dict[str, torch.Tensor]) -> None:
-    dtypes = {name: t.dtype for name, t in tensors.items()}
-    if len(set(dtypes.values())) > 1:
-        listed = ", ".join(f"{name} is {dt}" for name, dt in dtypes.items())
-        raise TypeError(f"{' and '.join(dtypes)} must have the same dtype, got {listed}")
-
-
 def check_shape(x: torch.Tensor, name: str, expected: tuple[int, ...], meaning: str) -> None:
     if tuple(x.shape) != tuple(expected):
         raise ValueError(f"{name} must have shape {meaning} = {tuple(expected)}, got {tuple(x.shape)}")
@@ -69,7 +62,8 @@ def check_in_range(value, name: str, low: float, high: float) -> float:
 
 def check_positive(value, name: str) -> float:
     value = check_number(value, name)
-    if not (value > 0 and math.isfinite(value)):
+    # Comparisons rather than math.isfinite, which torch.compile(dynamic=True) cannot trace.
+    if not 0 < value < math.inf:  # also rejects NaN
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
 

@@ -1,7 +1,7 @@
 """camfast.cam explainers against small independent re-implementations of each source.
 
 The re-implementations below are written from the descriptions of the authors' code, grad-cam
-1.5.7 and torchcam 0.5.0 (research notes, peers.md section 4), per map and without hooks: the
+1.5.7 and torchcam 0.5.0 (their Score-CAM, Grad-CAM, Grad-CAM++ and CAM), per map and without hooks: the
 model is split into `features` (up to the target layer) and `head`.
 """
 

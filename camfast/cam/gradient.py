@@ -30,6 +30,17 @@ class CAM(Explainer):
     classifier (default: the model's only nn.Linear), whose inputs must be the K channels of A
     after global pooling. The authors' code applies no ReLU (`relu=False`), nor does torchcam
     0.5.0's code (its docstring shows one). `nwc=True` clamps W to max(W, 0) (negative weight clamping, Bae et al. 2020).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
+        >>> images = torch.rand(2, 3, 16, 16)
+        >>> from camfast.cam import CAM
+        >>> maps = CAM(model, model[1])(images, targets=[0, 4])   # weights of the model's only nn.Linear
+        >>> maps.shape, bool(maps.min() >= 0), bool(maps.max() <= 1)
+        (torch.Size([2, 16, 16]), True, True)
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str, fc: nn.Module | str | None = None,
@@ -90,6 +101,18 @@ class GradCAM(_GradientCAM):
     """Grad-CAM (Selvaraju et al., ICCV 2017): w_k = mean_ij dy_c/dA_k(i, j); ReLU(sum_k w_k A_k).
 
     y_c is the class logit (pre-softmax), as in the paper, grad-cam and torchcam.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
+        >>> images = torch.rand(2, 3, 16, 16)
+        >>> from camfast.cam import GradCAM
+        >>> GradCAM(model, model[1])(images).shape                   # the predicted classes
+        torch.Size([2, 16, 16])
+        >>> GradCAM(model, model[1])(images, targets=[[0, 1], [2, 3]]).shape   # two classes each
+        torch.Size([2, 2, 16, 16])
     """
 
     def channel_weights(self, act, grad):
@@ -109,6 +132,16 @@ class GradCAMPlusPlus(_GradientCAM):
     (it overflows float32 for logits above 88). A channel whose alphas are all zero gets weight 0
     where the authors' code gets 0/0. torchcam's Grad-CAM++ is not offered: its alpha division
     is applied to a copy and has no effect.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
+        >>> images = torch.rand(2, 3, 16, 16)
+        >>> from camfast.cam import GradCAMPlusPlus
+        >>> GradCAMPlusPlus(model, model[1], variant="grad-cam")(images, targets=3).shape
+        torch.Size([2, 16, 16])
     """
 
     def __init__(self, model: nn.Module, target_layer, variant: str = "official", **options):

@@ -1,7 +1,7 @@
 """Score-CAM and its smoothed (SS-CAM) and integrated (IS-CAM) variants.
 
-Every flag behind the three presets is explicit; see ScoreCAM's docstring and the README's "CAM
-explainers" section for the math and the sources.
+Every flag behind the three presets is explicit; see ScoreCAM's docstring and docs/explainers.md
+for the math and the sources.
 """
 
 from __future__ import annotations
@@ -83,6 +83,18 @@ class ScoreCAM(Explainer):
         max_channels: APPROXIMATION: keep only the k maps with the largest activation mass
             (sum of |A_k|) per image; the others get weight 0.
         progress: a tqdm bar over the chunks.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
+        >>> images = torch.rand(2, 3, 16, 16)
+        >>> from camfast.cam import ScoreCAM
+        >>> with ScoreCAM(model, model[1], preset="torchcam", batch_size=4) as explainer:
+        ...     maps = explainer(images, targets=[0, 4])
+        >>> maps.shape
+        torch.Size([2, 16, 16])
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str, preset: str = "official",
@@ -231,7 +243,19 @@ class SSCAM(ScoreCAM):
     `torch.manual_seed(s)` camfast and torchcam add the same noise (with the torchcam preset, and
     batch_size or H * W a multiple of 16: see camfast.cam._noise). noise="device": drawn on the
     input's device from `generator` (a generator of that device), in camfast's chunk order;
-    faster on a GPU, not torchcam's values."""
+    faster on a GPU, not torchcam's values.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
+        >>> images = torch.rand(2, 3, 16, 16)
+        >>> from camfast.cam import SSCAM
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> SSCAM(model, model[1], num_samples=2, std=0.5, generator=generator)(images).shape
+        torch.Size([2, 16, 16])
+    """
 
     zero_mask_shared = False
 
@@ -268,7 +292,18 @@ class ISCAM(ScoreCAM):
     """IS-CAM (Naidu et al. 2020), torchcam's form: map k is scored on c_i * (X * M_k) for
     i = 1..num_samples with the cumulative c_i = sum_{j=1..i} j / num_samples (torchcam's code; up to
     5.5 for 10 samples), and the weight is the mean score. A zero mask stays zero, so constant
-    maps still share one forward."""
+    maps still share one forward.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
+        >>> images = torch.rand(2, 3, 16, 16)
+        >>> from camfast.cam import ISCAM
+        >>> ISCAM(model, model[1], num_samples=3)(images, targets=[1, 2]).shape
+        torch.Size([2, 16, 16])
+    """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str, preset: str = "torchcam",
                  batch_size: int = 16, num_samples: int = 10, **flags):

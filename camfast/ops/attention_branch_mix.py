@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from .. import _backend, reference
-from .._validation import check_float_tensor, check_nchw, check_same_device, check_same_dtype, check_shape
+from .._precision import promoted
+from .._validation import check_float_tensor, check_nchw, check_same_device, check_shape
 
 
 def attention_branch_mix(g: torch.Tensor, m: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
@@ -17,19 +18,28 @@ def attention_branch_mix(g: torch.Tensor, m: torch.Tensor, *, backend: str | Non
 
     Args:
         g: features Tensor[N, C, H, W], any strides (NCHW, channels_last and sliced in place).
-        m: attention map Tensor[N, 1, H, W], any strides, g's dtype and device.
+        m: attention map Tensor[N, 1, H, W], any strides, on g's device.
         backend: None/"auto", "cpp", "triton" or "reference" (see camfast.show_config()).
 
     Returns:
-        Tensor[N, C, H, W] in g's dtype, channels_last when g is.
+        Tensor[N, C, H, W], channels_last when g is, in the dtype torch's type promotion gives g
+        and m (under torch.autocast: the autocast dtype, float64 inputs excepted).
+
+    Example:
+        >>> import torch, camfast
+        >>> g = torch.ones(1, 2, 2, 2)
+        >>> m = torch.tensor([[[[0.0, 1.0], [0.5, 0.0]]]])
+        >>> camfast.attention_branch_mix(g, m)[0, 1]   # (1 + m) * g, every channel alike
+        tensor([[1.0000, 2.0000],
+                [1.5000, 1.0000]])
     """
     check_nchw(g, "g")
     check_float_tensor(m, "m", 4, "[N, 1, H, W]")
     n, _, h, w = g.shape
     check_shape(m, "m", (n, 1, h, w), "[N, 1, H, W] of g")
-    check_same_dtype({"g": g, "m": m})
     check_same_device({"g": g, "m": m})
-    chosen = _backend.resolve(backend, g.device)
+    g, m = promoted(g, m)
+    chosen = _backend.choose(backend, g, m)
     if chosen == "reference":
         return reference.attention_branch_mix(g, m)
     return _backend.op("attention_branch_mix", chosen)(g, m)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from .. import _backend, reference
-from .._validation import check_choice, check_float_tensor, check_nchw, check_same_device, check_same_dtype, check_shape
+from .._precision import promoted
+from .._validation import check_choice, check_float_tensor, check_nchw, check_same_device, check_shape
 
 SPATIAL = ("sigmoid", "softmax")
 
@@ -35,19 +36,31 @@ def channel_spatial_attention(
 
     Args:
         a: Tensor[N, C, H, W], any strides (NCHW, channels_last and sliced are read in place).
-        s: channel attention Tensor[N, C] or [N, C, 1, 1], any strides, a's dtype and device.
+        s: channel attention Tensor[N, C] or [N, C, 1, 1], any strides, on a's device.
         spatial: "sigmoid" or "softmax".
         backend: None/"auto", "cpp", "triton" or "reference" (see camfast.show_config()).
 
     Returns:
-        Tensor[N, C, H, W] in a's dtype, channels_last when a is.
+        Tensor[N, C, H, W], channels_last when a is, in the dtype torch's type promotion gives a
+        and s (under torch.autocast: the autocast dtype, float64 inputs excepted).
+
+    Example:
+        >>> import torch, camfast
+        >>> a = torch.ones(1, 2, 2, 2)
+        >>> s = torch.tensor([[0.5, 0.5]])            # z = 1 everywhere, sigmoid(1) = 0.7311
+        >>> camfast.channel_spatial_attention(a, s)[0, 0]
+        tensor([[0.7311, 0.7311],
+                [0.7311, 0.7311]])
+        >>> camfast.channel_spatial_attention(a, s, spatial="softmax")[0, 0]   # uniform over 4 pixels
+        tensor([[0.2500, 0.2500],
+                [0.2500, 0.2500]])
     """
     check_nchw(a, "a")
     s = _weights(s, "s", a.shape[:2], "[N, C] of a")
-    check_same_dtype({"a": a, "s": s})
     check_same_device({"a": a, "s": s})
+    a, s = promoted(a, s)
     check_choice(spatial, "spatial", SPATIAL)
-    chosen = _backend.resolve(backend, a.device)
+    chosen = _backend.choose(backend, a, s)
     if chosen == "reference":
         return reference.channel_spatial_attention(a, s, spatial)
     return _backend.op("channel_spatial_attention", chosen)(a, s, spatial == "softmax")[0]
@@ -68,12 +81,21 @@ def ggam_loss(
         grad_weights: Grad-CAM weights (spatial means of the gradients), the same shape as s.
 
     Returns:
-        A scalar tensor in s's dtype.
+        A scalar tensor in the dtype of s and grad_weights promoted (float32 under CPU autocast,
+        which runs kl_div in float32).
+
+    Example:
+        >>> import torch, camfast
+        >>> s = torch.tensor([[0.5, 0.5]], requires_grad=True)
+        >>> camfast.ggam_loss(s, torch.zeros(1, 2))                # q = softmax(0, 0) = s
+        tensor(0., grad_fn=<...>)
+        >>> camfast.ggam_loss(s, torch.tensor([[0.0, 1.0]])) > 0   # q leans to channel 1
+        tensor(True)
     """
     s = _weights(s, "s")
     grad_weights = _weights(grad_weights, "grad_weights", s.shape, "[N, C] of s")
-    check_same_dtype({"s": s, "grad_weights": grad_weights})
     check_same_device({"s": s, "grad_weights": grad_weights})
+    s, grad_weights = promoted(s, grad_weights)
     g = grad_weights.detach()
     q = torch.sigmoid(g) if sigmoid else torch.softmax(g, dim=1)
     loss = torch.nn.functional.kl_div(q.log(), s, reduction="sum")

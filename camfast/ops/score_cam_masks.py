@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from .. import _backend, reference
-from .._validation import check_choice, check_bool, check_nchw, check_same_device, check_same_dtype
+from .._precision import promoted
+from .._validation import check_choice, check_bool, check_nchw, check_same_device
 
 NORMALIZE_STAGES = ("upsampled", "feature")
 
@@ -42,19 +43,32 @@ def score_cam_masks(
 
     Args:
         act: Tensor[N, K, h, w] activation maps, any strides (K may be a chunk of the channels).
-        image: Tensor[N, C, H, W] (usually C = 3), same device and dtype as act, any strides.
+        image: Tensor[N, C, H, W] (usually C = 3), on act's device, any strides.
         align_corners: F.interpolate's align_corners (False in the authors' code).
         normalize_stage: "upsampled" or "feature", see above.
         return_constant: also return the [N, K] bool tensor of constant maps.
         backend: None/"auto", "cpp", "triton" or "reference" (see camfast.show_config()).
 
     Returns:
-        Tensor[N, K, C, H, W] contiguous, in act's dtype; with return_constant, (masks, constant).
+        Tensor[N, K, C, H, W] contiguous, in the dtype torch's type promotion gives act and image
+        (under torch.autocast: the autocast dtype, float64 inputs excepted); with
+        return_constant, (masks, constant).
+
+    Example:
+        >>> import torch, camfast
+        >>> act = torch.tensor([[[[0.0, 1.0]], [[2.0, 2.0]]]])   # two 1x2 maps; the second is constant
+        >>> image = torch.ones(1, 3, 2, 4)
+        >>> masks, constant = camfast.score_cam_masks(act, image, return_constant=True)
+        >>> masks.shape                                         # [N, K, C, H, W]
+        torch.Size([1, 2, 3, 2, 4])
+        >>> masks[0, 0, 0, 0]                                   # the first map upsampled and min-maxed
+        tensor([0.0000, 0.2500, 0.7500, 1.0000])
+        >>> constant
+        tensor([[False,  True]])
     """
     check_nchw(act, "act")
     check_nchw(image, "image")
     check_same_device({"act": act, "image": image})
-    check_same_dtype({"act": act, "image": image})
     if act.shape[0] != image.shape[0]:
         raise ValueError(
             f"act and image must have the same batch size N, got {act.shape[0]} and {image.shape[0]}"
@@ -62,7 +76,8 @@ def score_cam_masks(
     align_corners = check_bool(align_corners, "align_corners")
     normalize_stage = check_choice(normalize_stage, "normalize_stage", NORMALIZE_STAGES)
     return_constant = check_bool(return_constant, "return_constant")
-    chosen = _backend.resolve(backend, act.device)
+    act, image = promoted(act, image)
+    chosen = _backend.choose(backend, act, image)
     if chosen == "reference":
         masks, constant = reference.score_cam_masks(act, image, align_corners, normalize_stage, return_constant=True)
     else:

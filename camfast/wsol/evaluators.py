@@ -84,7 +84,19 @@ def _fast_best_iou(maps: np.ndarray, gt: list[np.ndarray], thresholds: np.ndarra
 
 @dataclasses.dataclass(frozen=True)
 class BoxResult:
-    """Box accuracies over the threshold sweep, in percent."""
+    """Box accuracies over the threshold sweep, in percent.
+
+    Example:
+        >>> import torch
+        >>> from camfast.wsol import BoxEvaluator
+        >>> scoremap = torch.zeros(32, 32, dtype=torch.float64)
+        >>> scoremap[8:16, 4:20] = 1.0
+        >>> evaluator = BoxEvaluator()
+        >>> evaluator.accumulate(scoremap, [[4, 8, 20, 16]], correct=[True])
+        >>> result = evaluator.compute()
+        >>> result.value, result.max_box_acc, result.gt_known_loc, result.top1_loc
+        (100.0, {30: 100.0, 50: 100.0, 70: 100.0}, 100.0, 100.0)
+    """
 
     cam_thresholds: np.ndarray  # [T]
     iou_thresholds: tuple[int, ...]  # [D], percent
@@ -140,6 +152,17 @@ class BoxEvaluator:
     cam_thresholds. percentile=90 with cam_thresholds=[0.35] gives PaS (Bae et al.) at its
     threshold. Ground-truth boxes are inclusive (x0, y0, x1, y1) at the score maps' resolution
     (resize_boxes scales them as the protocol does).
+
+    Example:
+        >>> import torch
+        >>> from camfast.wsol import BoxEvaluator
+        >>> scoremaps = torch.zeros(2, 32, 32, dtype=torch.float64)
+        >>> scoremaps[:, 8:16, 4:20] = 1.0                  # both maps light up the same rectangle
+        >>> gt_boxes = [[[4, 8, 20, 16]], [[24, 24, 31, 31]]]   # only the first image's object is there
+        >>> evaluator = BoxEvaluator(version=1)             # MaxBoxAcc (v1), IoU 50
+        >>> evaluator.accumulate(scoremaps, gt_boxes)
+        >>> evaluator.compute().value                       # percent of images localized
+        50.0
     """
 
     def __init__(self, version: int = 2, iou_thresholds=(30, 50, 70), cam_curve_interval: float = 0.001,
@@ -194,6 +217,18 @@ class BoxEvaluator:
 
 @dataclasses.dataclass(frozen=True)
 class MaskResult:
+    """PxAP and the pixel precision-recall curve it is the area under.
+
+    Example:
+        >>> import torch
+        >>> from camfast.wsol import MaskEvaluator
+        >>> evaluator = MaskEvaluator()
+        >>> evaluator.accumulate(torch.rand(2, 16, 16, dtype=torch.float64), torch.ones(2, 16, 16, dtype=torch.uint8))
+        >>> result = evaluator.compute()
+        >>> result.pxap, result.precision.shape == result.recall.shape
+        (100.0, True)
+    """
+
     pxap: float  # percent
     precision: np.ndarray  # [T + 3], from the highest bin edge down
     recall: np.ndarray
@@ -205,6 +240,16 @@ class MaskEvaluator:
     Masks are 1 on the object, 0 on the background; any other value (the protocol uses 255 for the
     ignore region) is left out. Scores are binned on the float values with bin edges
     [t_0, ..., t_{T-1}, 1, 2, 3], so a pixel counts as positive at threshold t when score >= t.
+
+    Example:
+        >>> import torch
+        >>> from camfast.wsol import MaskEvaluator
+        >>> scoremap = torch.zeros(32, 32, dtype=torch.float64)
+        >>> scoremap[8:16, 4:20] = 1.0
+        >>> evaluator = MaskEvaluator()
+        >>> evaluator.accumulate(scoremap, (scoremap > 0.5).to(torch.uint8))   # the mask it predicts
+        >>> evaluator.compute().pxap
+        100.0
     """
 
     def __init__(self, cam_curve_interval: float = 0.001, cam_thresholds=None, backend: str | None = None):

@@ -252,7 +252,7 @@ void soft_argmax_backward_block(const acc_t<T>* g, const acc_t<T>* out, const T*
 
 // ---- whole tensors ----
 
-// body(ptrs offset to row r, unit) for every row, or block(n, c0, c1) when channels are innermost.
+// row(n, c) for every row, or block(n, c0, c1) per block of channels [c0, c1) when channels are innermost.
 template <class Rows, class Blocks>
 void for_rows(const NCP& v, bool blocks, const Rows& row, const Blocks& block) {
   if (blocks) {
