@@ -104,7 +104,14 @@ class EigenCAM(Explainer):
 
 
 class EigenGradCAM(EigenCAM):
-    """EigenGradCAM (grad-cam 1.5.7): M = ReLU(first principal component of dy_c/dA * A)."""
+    """EigenGradCAM (grad-cam 1.5.7): M = ReLU(first principal component of dy_c/dA * A), one map
+    per class.
+
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+    ...                       nn.Flatten(), nn.Linear(8, 4))
+    >>> EigenGradCAM(model, "1")(torch.rand(2, 3, 16, 16), targets=[[0, 1], [2, 3]]).shape
+    torch.Size([2, 2, 16, 16])
+    """
 
     needs_grad = True
 
