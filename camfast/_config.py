@@ -11,7 +11,13 @@ from ._version import __version__
 
 
 def config() -> dict[str, str]:
-    """The facts show_config() prints, as a dict."""
+    """The facts show_config() prints, as a dict.
+
+    Example:
+        >>> from camfast._config import config
+        >>> sorted(config())[:3]
+        ['camfast', 'cpp backend, cpu', 'cpp backend, cuda']
+    """
     info = _extension.build_info()
     archs = _extension.cuda_archs()
     triton_ok, triton_why = _backend.triton_status()
@@ -31,7 +37,15 @@ def config() -> dict[str, str]:
 
 
 def show_config() -> None:
-    """Print the version, the torch it was built against, compiled backends and Triton status."""
+    """Print the version, the torch it was built against, compiled backends and Triton status.
+
+    Example:
+        >>> import camfast
+        >>> camfast.show_config()  # doctest: +ELLIPSIS
+        camfast ...
+        torch (running) ...
+        cpp backend, cpu ...
+    """
     facts = config()
     width = max(map(len, facts))
     for key, value in facts.items():

@@ -9,12 +9,23 @@ from torch import nn
 from . import ops
 from ._validation import check_in_range
 
+__all__ = ["ADL", "AttentionBranch", "ChannelSpatialAttention", "SpatialSoftArgmax2d", "SpatialSoftmax2d",
+           "ThresholdedAvgPool2d"]
+
 
 class ThresholdedAvgPool2d(nn.Module):
     """Thresholded average pooling; a drop-in for nn.AdaptiveAvgPool2d(1).
 
     Returns Tensor[N, C, 1, 1], or Tensor[N, C] with flatten=True. See
     camfast.thresholded_avg_pool2d.
+
+    Example:
+        >>> import torch, camfast
+        >>> pool = camfast.nn.ThresholdedAvgPool2d(tau=0.5)
+        >>> pool(torch.tensor([[[[1., 2.], [3., 4.]]]]))     # the mean of the entries above 0.5 * 4
+        tensor([[[[3.5000]]]])
+        >>> camfast.nn.ThresholdedAvgPool2d(flatten=True)(torch.rand(2, 8, 7, 7)).shape
+        torch.Size([2, 8])
     """
 
     def __init__(self, tau: float = 0.1, flatten: bool = False, backend: str | None = None):
@@ -36,6 +47,15 @@ class ADL(nn.Module):
 
     Each training call multiplies x by its drop mask (probability drop_rate) or by its importance
     map sigmoid(mean over channels). See camfast.adl.
+
+    Example:
+        >>> import torch, camfast
+        >>> adl = camfast.nn.ADL(drop_rate=0.75, threshold=0.8)
+        >>> x = torch.rand(2, 8, 7, 7)
+        >>> adl(x).shape                                    # training mode: one branch drawn per call
+        torch.Size([2, 8, 7, 7])
+        >>> adl.eval()(x) is x                              # identity in eval mode
+        True
     """
 
     def __init__(self, drop_rate: float = 0.75, threshold: float = 0.8, per_sample: bool = False,
@@ -165,6 +185,12 @@ class SpatialSoftmax2d(_SpatialSoftmaxBase):
     """Softmax over the H*W values of each channel map of x / temperature: [N, C, H, W] in and out.
 
     See camfast.spatial_softmax2d. learnable=True makes the temperature an nn.Parameter.
+
+    Example:
+        >>> import torch, camfast
+        >>> p = camfast.nn.SpatialSoftmax2d(temperature=0.5)(torch.randn(2, 3, 4, 4))
+        >>> torch.allclose(p.sum((2, 3)), torch.ones(2, 3))   # each map sums to 1
+        True
     """
 
     def __init__(self, temperature: float = 1.0, learnable: bool = False, backend: str | None = None):
@@ -179,6 +205,14 @@ class SpatialSoftArgmax2d(_SpatialSoftmaxBase):
     """Expected (x, y) keypoint of each channel map: [N, C, H, W] -> [N, C, 2].
 
     See camfast.spatial_soft_argmax2d. learnable=True makes the temperature an nn.Parameter.
+
+    Example:
+        >>> import torch, camfast
+        >>> keypoints = camfast.nn.SpatialSoftArgmax2d(learnable=True)
+        >>> keypoints(torch.randn(2, 3, 8, 8)).shape        # (x, y) per channel
+        torch.Size([2, 3, 2])
+        >>> [name for name, _ in keypoints.named_parameters()]
+        ['temperature']
     """
 
     def __init__(self, temperature: float = 1.0, normalized_coordinates: bool = True, learnable: bool = False,

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice
-from ._base import Explainer, check_fuse, class_gradients, fuse_layers, layer_name, resolve_layer
+from ._base import Explainer, Scores, check_fuse, class_gradients, fuse_layers, layer_name, resolve_layer
 
 
 def _classifier_weight(model: nn.Module, fc: nn.Module | str | None) -> torch.Tensor:
@@ -30,11 +30,22 @@ class CAM(Explainer):
     classifier (default: the model's only nn.Linear), whose inputs must be the K channels of A
     after global pooling. The authors' code applies no ReLU (`relu=False`), nor does torchcam
     0.5.0's code (its docstring shows one). `nwc=True` clamps W to max(W, 0) (negative weight clamping, Bae et al. 2020).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
+        >>> images = torch.rand(2, 3, 16, 16)
+        >>> from camfast.cam import CAM
+        >>> maps = CAM(model, model[1])(images, targets=[0, 4])   # weights of the model's only nn.Linear
+        >>> maps.shape, bool(maps.min() >= 0), bool(maps.max() <= 1)
+        (torch.Size([2, 16, 16]), True, True)
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str, fc: nn.Module | str | None = None,
-                 nwc: bool = False, relu: bool = False):
-        super().__init__(model, target_layer)
+                 nwc: bool = False, relu: bool = False, reshape_transform=None):
+        super().__init__(model, target_layer, reshape_transform=reshape_transform)
         self.fc = fc
         self.nwc, self.relu = bool(nwc), bool(relu)
         _classifier_weight(model, fc)  # fail at construction on a bad fc
@@ -61,20 +72,22 @@ class _GradientCAM(Explainer):
     needs_grad = True
     max_layers = None
 
-    def __init__(self, model: nn.Module, target_layer, *, fuse: str = "mean", score=None):
-        super().__init__(model, target_layer, score=score)
+    def __init__(self, model: nn.Module, target_layer, *, fuse: str = "mean", score=None, reshape_transform=None):
+        super().__init__(model, target_layer, score=score, reshape_transform=reshape_transform)
         self.fuse = check_fuse(fuse)
 
     def _explain(self, x, targets):
+        scores, per_class = self.layer_maps(x, targets)
+        return scores.shape_maps(torch.stack([fuse_layers(maps, x.shape[2:], self.fuse) for maps in per_class], 1))
+
+    def layer_maps(self, x, targets) -> tuple[Scores, list[list[torch.Tensor]]]:
+        """(the scores, per class the raw map [N, h, w] of every target layer), from one forward."""
         output, acts = self.forward(x, grad=True)
         scores = self.scores(output, targets, x.shape[0])
         names = [layer_name(self.model, layer) for layer in self.target_layers]
         values = [a.detach() for a in acts]
-        per_class = []
-        for grads in class_gradients(scores, acts, names):
-            maps = [self.layer_map(a, g) for a, g in zip(values, grads)]
-            per_class.append(fuse_layers(maps, x.shape[2:], self.fuse))
-        return scores.shape_maps(torch.stack(per_class, 1))
+        return scores, [[self.layer_map(a, g) for a, g in zip(values, grads)]
+                        for grads in class_gradients(scores, acts, names)]
 
     def layer_map(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """The raw map [N, h, w] of one layer: ReLU(sum_k w_k A_k) with the method's weights."""
@@ -88,6 +101,18 @@ class GradCAM(_GradientCAM):
     """Grad-CAM (Selvaraju et al., ICCV 2017): w_k = mean_ij dy_c/dA_k(i, j); ReLU(sum_k w_k A_k).
 
     y_c is the class logit (pre-softmax), as in the paper, grad-cam and torchcam.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
+        >>> images = torch.rand(2, 3, 16, 16)
+        >>> from camfast.cam import GradCAM
+        >>> GradCAM(model, model[1])(images).shape                   # the predicted classes
+        torch.Size([2, 16, 16])
+        >>> GradCAM(model, model[1])(images, targets=[[0, 1], [2, 3]]).shape   # two classes each
+        torch.Size([2, 2, 16, 16])
     """
 
     def channel_weights(self, act, grad):
@@ -107,6 +132,16 @@ class GradCAMPlusPlus(_GradientCAM):
     (it overflows float32 for logits above 88). A channel whose alphas are all zero gets weight 0
     where the authors' code gets 0/0. torchcam's Grad-CAM++ is not offered: its alpha division
     is applied to a copy and has no effect.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                       nn.Flatten(), nn.Linear(8, 5))       # a tiny random classifier
+        >>> images = torch.rand(2, 3, 16, 16)
+        >>> from camfast.cam import GradCAMPlusPlus
+        >>> GradCAMPlusPlus(model, model[1], variant="grad-cam")(images, targets=3).shape
+        torch.Size([2, 16, 16])
     """
 
     def __init__(self, model: nn.Module, target_layer, variant: str = "official", **options):

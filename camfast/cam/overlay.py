@@ -13,6 +13,14 @@ def jet(values: torch.Tensor) -> torch.Tensor:
 
     The piecewise-linear form: each channel is a trapezoid 1.5 - |4v - c| clipped to [0, 1], with
     c = 3, 2, 1 for red, green, blue (dark blue at 0, dark red at 1), as in OpenCV's COLORMAP_JET.
+
+    Example:
+        >>> import torch
+        >>> from camfast.cam import jet
+        >>> jet(torch.tensor([0.0, 0.5, 1.0]))   # dark blue, green, dark red
+        tensor([[0.0000, 0.0000, 0.5000],
+                [0.5000, 1.0000, 0.5000],
+                [0.5000, 0.0000, 0.0000]])
     """
     v = values.clamp(0, 1)[..., None]
     centers = torch.tensor([3.0, 2.0, 1.0], dtype=v.dtype, device=v.device)
@@ -31,6 +39,15 @@ def overlay(image: torch.Tensor, cam: torch.Tensor, alpha: float = 0.5) -> torch
     Returns:
         The overlay with image's shape, dtype and device: uint8 for uint8 images, else float in
         [0, 1] (computed in float32).
+
+    Example:
+        >>> import torch
+        >>> from camfast.cam import overlay
+        >>> image = torch.rand(3, 32, 32)
+        >>> overlay(image, torch.rand(8, 8)).shape            # the CAM is resized to the image
+        torch.Size([3, 32, 32])
+        >>> overlay((image * 255).to(torch.uint8), torch.rand(32, 32), alpha=0.3).dtype
+        torch.uint8
     """
     alpha = check_in_range(alpha, "alpha", 0.0, 1.0)
     if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4) or image.shape[-3] != 3:

@@ -79,6 +79,18 @@ def adl(
 
     Returns:
         Tensor[N, C, H, W] in x's dtype, laid out like x; x itself when training is False.
+
+    Example:
+        >>> import torch, camfast
+        >>> x = torch.tensor([[[[1., 2.], [3., 4.]]]]).expand(1, 2, 2, 2)  # two equal channels
+        >>> camfast.adl(x, threshold=0.8, use_drop=True)[0, 0]  # drops where the mean >= 0.8 * 4
+        tensor([[1., 2.],
+                [3., 0.]])
+        >>> camfast.adl(x, use_drop=False)[0, 0]                # times sigmoid(mean over channels)
+        tensor([[0.7311, 1.7616],
+                [2.8577, 3.9281]])
+        >>> camfast.adl(x, training=False) is x
+        True
     """
     check_nchw(x, "x")
     drop_rate = check_in_range(drop_rate, "drop_rate", 0.0, 1.0)

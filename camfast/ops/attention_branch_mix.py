@@ -24,6 +24,14 @@ def attention_branch_mix(g: torch.Tensor, m: torch.Tensor, *, backend: str | Non
     Returns:
         Tensor[N, C, H, W], channels_last when g is, in the dtype torch's type promotion gives g
         and m (under torch.autocast: the autocast dtype, float64 inputs excepted).
+
+    Example:
+        >>> import torch, camfast
+        >>> g = torch.ones(1, 2, 2, 2)
+        >>> m = torch.tensor([[[[0.0, 1.0], [0.5, 0.0]]]])
+        >>> camfast.attention_branch_mix(g, m)[0, 1]   # (1 + m) * g, every channel alike
+        tensor([[1.0000, 2.0000],
+                [1.5000, 1.0000]])
     """
     check_nchw(g, "g")
     check_float_tensor(m, "m", 4, "[N, 1, H, W]")

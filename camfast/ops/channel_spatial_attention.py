@@ -43,6 +43,17 @@ def channel_spatial_attention(
     Returns:
         Tensor[N, C, H, W], channels_last when a is, in the dtype torch's type promotion gives a
         and s (under torch.autocast: the autocast dtype, float64 inputs excepted).
+
+    Example:
+        >>> import torch, camfast
+        >>> a = torch.ones(1, 2, 2, 2)
+        >>> s = torch.tensor([[0.5, 0.5]])            # z = 1 everywhere, sigmoid(1) = 0.7311
+        >>> camfast.channel_spatial_attention(a, s)[0, 0]
+        tensor([[0.7311, 0.7311],
+                [0.7311, 0.7311]])
+        >>> camfast.channel_spatial_attention(a, s, spatial="softmax")[0, 0]   # uniform over 4 pixels
+        tensor([[0.2500, 0.2500],
+                [0.2500, 0.2500]])
     """
     check_nchw(a, "a")
     s = _weights(s, "s", a.shape[:2], "[N, C] of a")
@@ -72,6 +83,14 @@ def ggam_loss(
     Returns:
         A scalar tensor in the dtype of s and grad_weights promoted (float32 under CPU autocast,
         which runs kl_div in float32).
+
+    Example:
+        >>> import torch, camfast
+        >>> s = torch.tensor([[0.5, 0.5]], requires_grad=True)
+        >>> camfast.ggam_loss(s, torch.zeros(1, 2))                # q = softmax(0, 0) = s
+        tensor(0., grad_fn=<...>)
+        >>> camfast.ggam_loss(s, torch.tensor([[0.0, 1.0]])) > 0   # q leans to channel 1
+        tensor(True)
     """
     s = _weights(s, "s")
     grad_weights = _weights(grad_weights, "grad_weights", s.shape, "[N, C] of s")

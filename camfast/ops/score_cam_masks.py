@@ -53,6 +53,18 @@ def score_cam_masks(
         Tensor[N, K, C, H, W] contiguous, in the dtype torch's type promotion gives act and image
         (under torch.autocast: the autocast dtype, float64 inputs excepted); with
         return_constant, (masks, constant).
+
+    Example:
+        >>> import torch, camfast
+        >>> act = torch.tensor([[[[0.0, 1.0]], [[2.0, 2.0]]]])   # two 1x2 maps; the second is constant
+        >>> image = torch.ones(1, 3, 2, 4)
+        >>> masks, constant = camfast.score_cam_masks(act, image, return_constant=True)
+        >>> masks.shape                                         # [N, K, C, H, W]
+        torch.Size([1, 2, 3, 2, 4])
+        >>> masks[0, 0, 0, 0]                                   # the first map upsampled and min-maxed
+        tensor([0.0000, 0.2500, 0.7500, 1.0000])
+        >>> constant
+        tensor([[False,  True]])
     """
     check_nchw(act, "act")
     check_nchw(image, "image")

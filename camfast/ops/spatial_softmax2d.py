@@ -24,6 +24,12 @@ def spatial_softmax2d(x: torch.Tensor, temperature: float = 1.0, *, backend: str
 
     Returns:
         Tensor[N, C, H, W] in x's dtype, channels_last when x is.
+
+    Example:
+        >>> import torch, camfast
+        >>> camfast.spatial_softmax2d(torch.tensor([[[[0., 0.], [0., 2.]]]]), temperature=2.0)
+        tensor([[[[0.1749, 0.1749],
+                  [0.1749, 0.4754]]]])
     """
     check_nchw(x, "x")
     temperature = check_positive(temperature, "temperature")
@@ -59,6 +65,15 @@ def spatial_soft_argmax2d(
 
     Returns:
         Tensor[N, C, 2] in x's dtype: (expected x, expected y) per map.
+
+    Example:
+        >>> import torch, camfast
+        >>> x = torch.full((1, 1, 3, 3), -100.0)
+        >>> x[0, 0, 0, 2] = 0.0                        # a peak at the top-right pixel
+        >>> camfast.spatial_soft_argmax2d(x)           # (x, y) in [-1, 1]
+        tensor([[[ 1., -1.]]])
+        >>> camfast.spatial_soft_argmax2d(x, normalized_coordinates=False)   # (column, row)
+        tensor([[[2., 0.]]])
     """
     check_nchw(x, "x")
     temperature = check_positive(temperature, "temperature")

@@ -26,6 +26,14 @@ def thresholded_avg_pool2d(x: torch.Tensor, tau: float = 0.1, *, backend: str | 
 
     Returns:
         Tensor[N, C] in x's dtype.
+
+    Example:
+        >>> import torch, camfast
+        >>> x = torch.tensor([[[[1., 2.], [3., 4.]]]])  # one 2x2 map, maximum 4
+        >>> camfast.thresholded_avg_pool2d(x, tau=0.5)   # the mean of the entries above 2
+        tensor([[3.5000]])
+        >>> camfast.thresholded_avg_pool2d(torch.randn(8, 64, 7, 7)).shape
+        torch.Size([8, 64])
     """
     check_nchw(x, "x")
     tau = check_in_range(tau, "tau", 0.0, 1.0)

@@ -14,6 +14,14 @@ def adl(x: torch.Tensor, drop: torch.Tensor, threshold: float = 0.8) -> torch.Te
     the caller drew. The mask carries no gradient. Unlike the authors' blend
     (1 - b) * importance + b * mask, the branch is selected, so a NaN in the importance map does
     not leak into a drop-branch output (or its gradient) through 0 * NaN.
+
+    Example:
+        >>> import torch, camfast
+        >>> x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+        >>> drop = torch.tensor([True, False])              # sample 0 drops, sample 1 takes importance
+        >>> ours = camfast.adl(x, threshold=0.8, use_drop=drop)
+        >>> torch.allclose(camfast.reference.adl(x, drop, 0.8), ours)
+        True
     """
     drop = drop.to(device=x.device, dtype=torch.bool).reshape(-1, 1, 1, 1)
     a = x.mean(dim=1, keepdim=True)

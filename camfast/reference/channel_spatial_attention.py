@@ -13,6 +13,13 @@ def channel_spatial_attention(a: torch.Tensor, s: torch.Tensor, spatial: str = "
 
     a: Tensor[N, C, H, W]; s: Tensor[N, C] or [N, C, 1, 1] -> Tensor[N, C, H, W]. Gradients reach
     both a and s, as in the authors' graph.
+
+    Example:
+        >>> import torch, camfast
+        >>> a, s = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.rand(2, 3, dtype=torch.float64)
+        >>> ref = camfast.reference.channel_spatial_attention(a, s, "softmax")
+        >>> torch.allclose(ref, camfast.channel_spatial_attention(a, s, "softmax"))
+        True
     """
     n, c, h, w = a.shape
     z = (a * s.reshape(n, c, 1, 1)).sum(dim=1, keepdim=True)

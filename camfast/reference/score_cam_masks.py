@@ -38,6 +38,13 @@ def score_cam_masks(
 
     act: [N, K, h, w], image: [N, C, H, W] -> [N, K, C, H, W] contiguous (and, with
     return_constant, the [N, K] bool flags of constant maps).
+
+    Example:
+        >>> import torch, camfast
+        >>> act, image = torch.rand(1, 4, 3, 3, dtype=torch.float64), torch.rand(1, 3, 8, 8, dtype=torch.float64)
+        >>> ref = camfast.reference.score_cam_masks(act, image, normalize_stage="feature")
+        >>> torch.allclose(ref, camfast.score_cam_masks(act, image, normalize_stage="feature"))
+        True
     """
     n, k, h, w = act.shape
     size = image.shape[-2:]

@@ -11,6 +11,12 @@ def spatial_softmax2d(x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor
     a map holding NaN or +inf, and a map of only -inf, is all NaN; a single -inf gets 0.
 
     x: Tensor[N, C, H, W] -> Tensor[N, C, H, W].
+
+    Example:
+        >>> import torch, camfast
+        >>> x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+        >>> torch.allclose(camfast.reference.spatial_softmax2d(x, 0.5), camfast.spatial_softmax2d(x, 0.5))
+        True
     """
     return torch.softmax((x / temperature).flatten(2), dim=-1).view_as(x)
 
@@ -19,6 +25,12 @@ def coordinates(size: int, normalized: bool, like: torch.Tensor) -> torch.Tensor
     """Pixel centres along one axis: -1 to 1 (align_corners style), or 0 .. size - 1 in pixels.
 
     A normalized axis of size 1 has the single coordinate 0 (the centre of [-1, 1]).
+
+    Example:
+        >>> import torch
+        >>> from camfast.reference.spatial_softmax2d import coordinates
+        >>> coordinates(3, True, torch.zeros(1)), coordinates(3, False, torch.zeros(1))
+        (tensor([-1.,  0.,  1.]), tensor([0., 1., 2.]))
     """
     if not normalized:
         return torch.arange(size, dtype=like.dtype, device=like.device)
@@ -34,6 +46,12 @@ def spatial_soft_argmax2d(
 
     out[n, c] = (sum_ij p[n, c, i, j] * X[j], sum_ij p[n, c, i, j] * Y[i]) with p the spatial
     softmax of x / T and X, Y from `coordinates`. x: Tensor[N, C, H, W] -> Tensor[N, C, 2].
+
+    Example:
+        >>> import torch, camfast
+        >>> x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+        >>> torch.allclose(camfast.reference.spatial_soft_argmax2d(x), camfast.spatial_soft_argmax2d(x))
+        True
     """
     p = spatial_softmax2d(x, temperature)
     xs = coordinates(x.shape[3], normalized_coordinates, x)

@@ -20,6 +20,11 @@ def box_iou(boxes_a, boxes_b) -> np.ndarray:
 
     Areas count pixels ((x1 - x0 + 1) * (y1 - y0 + 1)), the intersection is clamped at 0, and a
     union that is not positive gives IoU 0. Two [0, 0, 0, 0] boxes have IoU 1.
+
+    Example:
+        >>> from camfast.wsol import box_iou
+        >>> box_iou([[0, 0, 9, 9]], [[0, 0, 9, 9], [5, 0, 14, 9]])   # 10x10 boxes; the second half-overlaps
+        array([[1.        , 0.33333333]])
     """
     a = np.asarray(boxes_a, dtype=np.int64).reshape(-1, 1, 4)
     b = np.asarray(boxes_b, dtype=np.int64).reshape(1, -1, 4)
@@ -33,7 +38,13 @@ def box_iou(boxes_a, boxes_b) -> np.ndarray:
 
 
 def resize_boxes(boxes, image_size, new_size=(224, 224)) -> np.ndarray:
-    """Boxes of an image of (width, height) image_size, scaled to new_size and truncated to ints."""
+    """Boxes of an image of (width, height) image_size, scaled to new_size and truncated to ints.
+
+    Example:
+        >>> from camfast.wsol import resize_boxes
+        >>> resize_boxes([[10, 20, 110, 220]], image_size=(500, 400))   # a 500x400 image -> 224x224
+        array([[  4,  11,  49, 123]])
+    """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scale = np.array([new_size[0], new_size[1], new_size[0], new_size[1]], dtype=np.float64)
     size = np.array([image_size[0], image_size[1], image_size[0], image_size[1]], dtype=np.float64)
@@ -66,6 +77,14 @@ def cam_to_boxes(scoremap, threshold: float, percentile: float = 100, multi_cont
     scoremap: [H, W] or [N, H, W] in [0, 1] (see normalize_cam). The map is cut at
     q > int(threshold * reference), q = uint8(255 * scoremap), the reference being max(q), or the
     given percentile of q for PaS (Bae et al.: percentile=90, threshold=0.35).
+
+    Example:
+        >>> import torch
+        >>> from camfast.wsol import cam_to_boxes
+        >>> scoremap = torch.zeros(32, 32, dtype=torch.float64)
+        >>> scoremap[8:16, 4:20] = 1.0                      # one bright rectangle
+        >>> cam_to_boxes(scoremap, 0.5)                     # (x0, y0, x1, y1)
+        tensor([[ 4,  8, 20, 16]])
     """
     maps, single = check_scoremaps(scoremap, "scoremap")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:

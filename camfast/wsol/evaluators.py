@@ -89,7 +89,19 @@ def _fast_best_iou(maps: np.ndarray, gt: list[np.ndarray], thresholds: np.ndarra
 
 @dataclasses.dataclass  # not frozen: torchmetrics rebuilds results it returns
 class BoxResult:
-    """Box accuracies over the threshold sweep, in percent."""
+    """Box accuracies over the threshold sweep, in percent.
+
+    Example:
+        >>> import torch
+        >>> from camfast.wsol import BoxEvaluator
+        >>> scoremap = torch.zeros(32, 32, dtype=torch.float64)
+        >>> scoremap[8:16, 4:20] = 1.0
+        >>> evaluator = BoxEvaluator()
+        >>> evaluator.accumulate(scoremap, [[4, 8, 20, 16]], correct=[True])
+        >>> result = evaluator.compute()
+        >>> result.value, result.max_box_acc, result.gt_known_loc, result.top1_loc
+        (100.0, {30: 100.0, 50: 100.0, 70: 100.0}, 100.0, 100.0)
+    """
 
     cam_thresholds: np.ndarray  # [T]
     iou_thresholds: tuple[int, ...]  # [D], percent
@@ -146,12 +158,16 @@ class BoxEvaluator(Metric):
     threshold. Ground-truth boxes are inclusive (x0, y0, x1, y1) at the score maps' resolution
     (resize_boxes scales them as the protocol does).
 
-    >>> import numpy as np
-    >>> evaluator = BoxEvaluator(cam_curve_interval=0.25)
-    >>> scoremap = np.zeros((8, 8)); scoremap[2:6, 2:6] = 1
-    >>> evaluator.update(scoremap[None], [[[2, 2, 5, 5]]])
-    >>> evaluator.compute().value
-    100.0
+    Example:
+        >>> import torch
+        >>> from camfast.wsol import BoxEvaluator
+        >>> scoremaps = torch.zeros(2, 32, 32, dtype=torch.float64)
+        >>> scoremaps[:, 8:16, 4:20] = 1.0                  # both maps light up the same rectangle
+        >>> gt_boxes = [[[4, 8, 20, 16]], [[24, 24, 31, 31]]]   # only the first image's object is there
+        >>> evaluator = BoxEvaluator(version=1)             # MaxBoxAcc (v1), IoU 50
+        >>> evaluator.accumulate(scoremaps, gt_boxes)
+        >>> evaluator.compute().value                       # percent of images localized
+        50.0
     """
 
     full_state_update = False
@@ -216,6 +232,18 @@ class BoxEvaluator(Metric):
 
 @dataclasses.dataclass
 class MaskResult:
+    """PxAP and the pixel precision-recall curve it is the area under.
+
+    Example:
+        >>> import torch
+        >>> from camfast.wsol import MaskEvaluator
+        >>> evaluator = MaskEvaluator()
+        >>> evaluator.accumulate(torch.rand(2, 16, 16, dtype=torch.float64), torch.ones(2, 16, 16, dtype=torch.uint8))
+        >>> result = evaluator.compute()
+        >>> result.pxap, result.precision.shape == result.recall.shape
+        (100.0, True)
+    """
+
     pxap: float  # percent
     precision: np.ndarray  # [T + 3], from the highest bin edge down
     recall: np.ndarray
@@ -230,12 +258,15 @@ class MaskEvaluator(Metric):
     The histograms of a batch are taken in one NumPy pass over all its maps (`batched=True`), or
     map by map as the protocol does (`batched=False`, the reference); the counts are the same.
 
-    >>> import numpy as np
-    >>> evaluator = MaskEvaluator(cam_curve_interval=0.25)
-    >>> scoremap = np.zeros((4, 4)); scoremap[:2] = 1
-    >>> evaluator.update(scoremap[None], (scoremap[None] > 0).astype(np.uint8))
-    >>> evaluator.compute().pxap
-    100.0
+    Example:
+        >>> import torch
+        >>> from camfast.wsol import MaskEvaluator
+        >>> scoremap = torch.zeros(32, 32, dtype=torch.float64)
+        >>> scoremap[8:16, 4:20] = 1.0
+        >>> evaluator = MaskEvaluator()
+        >>> evaluator.accumulate(scoremap, (scoremap > 0.5).to(torch.uint8))   # the mask it predicts
+        >>> evaluator.compute().pxap
+        100.0
     """
 
     full_state_update = False

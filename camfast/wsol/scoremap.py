@@ -51,6 +51,15 @@ def normalize_cam(cam, size=None) -> torch.Tensor:
     bicubic interpolation in float64 (the protocol's cv2.resize INTER_CUBIC), or None. Each map
     becomes (m - min) / max(m - min); a map holding a NaN, or constant, becomes all zeros. Returns a
     float64 tensor of cam's shape (with the new size) on cam's device (CPU for arrays).
+
+    Example:
+        >>> import torch
+        >>> from camfast.wsol import normalize_cam
+        >>> normalize_cam(torch.tensor([[0.0, 1.0], [2.0, 4.0]]))
+        tensor([[0.0000, 0.2500],
+                [0.5000, 1.0000]], dtype=torch.float64)
+        >>> normalize_cam(torch.rand(5, 14, 14), (224, 224)).shape   # resized as the protocol does
+        torch.Size([5, 224, 224])
     """
     maps, single = _as_float64_maps(cam, "cam")
     size = _check_size(size)
