@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     new_rows = []
     for module in _modules(args.only):
         for case in module.cases(device, args.quick):
-            timings = harness.time_providers(case, device, rounds, seconds)
+            timings = harness.time_providers(case, device, case.rounds or rounds, seconds)
             peaks = {p: harness.peak_memory_mb(fn, device) for p, fn in case.providers.items()}
             rows = _rows(case, timings, peaks, env)
             new_rows += rows

@@ -29,6 +29,8 @@ class Case:
     providers: dict[str, Callable[[], object]]
     # Bytes the op must move at the least (inputs read once, outputs written once); gives GB/s.
     floor_bytes: int | None = None
+    # Timing rounds for this case (None: the run's); 1 for cases whose providers take minutes.
+    rounds: int | None = None
 
 
 @dataclasses.dataclass

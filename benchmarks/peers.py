@@ -91,11 +91,16 @@ def load(peer: str):
             print(f"  note: {peer} is not installed here, its providers are skipped (make bench installs it)")
         return None
     if peer == "grad-cam":
+        # torchmetrics probes find_spec("torchvision") on import, which fails on the stand-in
+        # (no __spec__): import it first where it is installed, as camfast's metrics use it.
+        if importlib.util.find_spec("torchmetrics") is not None:
+            importlib.import_module("torchmetrics")
         install_torchvision_stub()
         module = importlib.import_module(name)
-        # grad-cam's ScoreCAM draws a tqdm bar per image; silence it (a no-op wrapper).
-        score_cam = importlib.import_module("pytorch_grad_cam.score_cam")
-        score_cam.tqdm = types.SimpleNamespace(tqdm=lambda iterable, *args, **kwargs: iterable)
+        # grad-cam's ScoreCAM and AblationCAM draw a tqdm bar per image; silence them (a no-op wrapper).
+        for method in ("score_cam", "ablation_cam"):
+            importlib.import_module(f"pytorch_grad_cam.{method}").tqdm = types.SimpleNamespace(
+                tqdm=lambda iterable, *args, **kwargs: iterable)
         return module
     return importlib.import_module(name)
 
@@ -129,16 +134,17 @@ def _ints(targets) -> list[int]:
     return [int(t) for t in targets]
 
 
-def gradcam_explain(method: str, model, layer, x, targets, batch_size: int | None = None) -> torch.Tensor:
+def gradcam_explain(method: str, model, layer, x, targets, batch_size: int | None = None, **options) -> torch.Tensor:
     """grad-cam's `method` (e.g. "ScoreCAM", "GradCAM", "GradCAMPlusPlus"): [N, H, W] at input resolution.
 
     The object (and so its hooks) lives only for this call: grad-cam's hooks copy the activation
     to the host on every forward, which would slow down anything else run on the same model.
+    `options` go to the method's constructor (e.g. AblationCAM's ratio_channels_to_ablate).
     """
     lib = load("grad-cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    with getattr(lib, method)(model=model, target_layers=[layer]) as cam:
+    with getattr(lib, method)(model=model, target_layers=[layer], **options) as cam:
         if batch_size is not None:
             cam.batch_size = batch_size
         out = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in _ints(targets)])

@@ -221,6 +221,14 @@ def register_wsol_box_sweep(suffix: str) -> None:
         return q.new_empty(levels, dtype=torch.float64), q.new_empty(levels, dtype=torch.bool)
 
 
+def register_road_impute(suffix: str) -> None:
+    """ROAD's imputation solve of camfast.metrics: not differentiated (the metrics run without grad)."""
+
+    @torch.library.register_fake(f"camfast::road_impute{suffix}")
+    def _(images, unknown, rtol, max_iter):
+        return torch.empty_like(images, memory_format=torch.contiguous_format)
+
+
 REGISTRARS = (
     register_adl,
     register_attention_branch_mix,
@@ -229,6 +237,7 @@ REGISTRARS = (
     register_spatial_softmax2d,
     register_thresholded_avg_pool2d,
     register_wsol_box_sweep,
+    register_road_impute,
 )
 
 if _extension.has_cpp("cpu"):

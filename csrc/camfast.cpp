@@ -62,6 +62,10 @@ STABLE_TORCH_LIBRARY(camfast, m) {
   // MaxBoxAcc sweep of camfast.wsol, per map and uint8 level k in 0..255: (best IoU [B, 256]
   // float64, resolved [B, 256] bool: false where the largest contour needs OpenCV's contourArea).
   m.def("wsol_box_sweep(Tensor q, Tensor gt_boxes, Tensor gt_count, bool multi_contour) -> (Tensor, Tensor)");
+
+  // ROAD's linear imputation of camfast.metrics (images [B, C, H, W] float64, unknown [B, H, W]
+  // bool): the images with the unknown pixels solved for, float64, no noise.
+  m.def("road_impute(Tensor images, Tensor unknown, float rtol, int max_iter) -> Tensor");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(camfast, CompositeExplicitAutograd, m) {

@@ -342,11 +342,21 @@ ALL = [
     pytest.param(lambda m, layer: cc.ScoreCAM(m, layer, preset="grad-cam", batch_size=8), id="score-gradcam"),
     pytest.param(lambda m, layer: cc.SSCAM(m, layer, num_samples=2), id="sscam"),
     pytest.param(lambda m, layer: cc.ISCAM(m, layer, num_samples=2), id="iscam"),
+    # perturbation and projection methods
+    pytest.param(lambda m, layer: cc.AblationCAM(m, layer, batch_size=7), id="ablation"),
+    pytest.param(lambda m, layer: cc.AblationCAM(m, layer, batch_size=7, split=False), id="ablation-model"),
+    pytest.param(lambda m, layer: cc.AblationCAM(m, "stem", batch_size=7), id="ablation-fx"),
+    pytest.param(lambda m, layer: cc.EigenCAM(m, layer), id="eigen"),
+    pytest.param(lambda m, layer: cc.EigenGradCAM(m, layer), id="eigengrad"),
+    pytest.param(lambda m, layer: cc.SmoothGradCAMpp(m, layer, num_samples=2), id="smoothgradcampp"),
+    pytest.param(lambda m, layer: cc.FullGrad(m), id="fullgrad"),
+    pytest.param(lambda m, layer: cc.RefineCAM(m, ["stem", layer]), id="refinecam"),
 ]
 
 
-# SS-CAM draws fresh noise per call, so a batch and its images one by one see different noise.
-DETERMINISTIC = [p for p in ALL if p.id != "sscam"]
+# SS-CAM and Smooth Grad-CAM++ draw fresh noise per call, so a batch and its images one by one see
+# different noise.
+DETERMINISTIC = [p for p in ALL if p.id not in ("sscam", "smoothgradcampp")]
 
 
 @pytest.mark.parametrize("make", DETERMINISTIC)

@@ -134,26 +134,26 @@ def test_normalize_cam_keeps_its_input_and_reads_any_strides():
 
 # ---- PxAP --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", ["reference", "cpp"])
-def test_pxap_by_hand(backend):
+@pytest.mark.parametrize("batched", [False, True])
+def test_pxap_by_hand(batched):
     # Foreground scores 0.9 and 0.6, background 0.6 and 0.1 (0.5 ignored); thresholds 0, 0.5:
     # tp = [0, 0, 2, 2], fp = [0, 0, 1, 2] from the top bin down; AP = 2/3 * 1 + 1/2 * 0.
     scores = np.array([[0.9, 0.6, 0.6, 0.1, 0.5]])
     mask = np.array([[1, 1, 0, 0, 255]])
-    evaluator = MaskEvaluator(cam_thresholds=[0.0, 0.5], backend=backend)
+    evaluator = MaskEvaluator(cam_thresholds=[0.0, 0.5], batched=batched)
     evaluator.accumulate(scores, mask)
     assert evaluator.compute().pxap == pytest.approx(200 / 3, abs=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpp"])
-def test_pxap_perfect_map_and_ties_count_as_positive(backend):
+@pytest.mark.parametrize("batched", [False, True])
+def test_pxap_perfect_map_and_ties_count_as_positive(batched):
     mask = np.zeros((2, 8, 8), dtype=np.uint8)
     mask[:, 2:5, 3:7] = 1
     mask[0, 0, 0] = 255
-    evaluator = MaskEvaluator(backend=backend)
+    evaluator = MaskEvaluator(batched=batched)
     evaluator.accumulate(mask.astype(np.float64) * (mask == 1), mask)
     assert evaluator.compute().pxap == 100.0
-    evaluator = MaskEvaluator(cam_thresholds=[0.0, 0.25, 0.5], backend=backend)
+    evaluator = MaskEvaluator(cam_thresholds=[0.0, 0.25, 0.5], batched=batched)
     evaluator.accumulate(np.full((1, 2), 0.25), np.array([[1, 0]]))  # score == threshold: positive
     assert evaluator.compute().pxap == 50.0
 
@@ -165,13 +165,13 @@ def test_pxap_fast_matches_the_protocol_loop():
     maps[1, :2] = np.round(maps[1, :2], 2)  # scores on bin edges
     masks = rng.choice([0, 1, 255], size=maps.shape, p=[0.6, 0.3, 0.1]).astype(np.uint8)
     results = []
-    for backend in ("reference", "cpp"):
-        evaluator = MaskEvaluator(backend=backend)
+    for batched in (False, True):
+        evaluator = MaskEvaluator(batched=batched)
         evaluator.accumulate(maps[:2], masks[:2])
         evaluator.accumulate(maps[2:], masks[2:])
         results.append(evaluator)
-    assert np.array_equal(results[0].foreground, results[1].foreground)
-    assert np.array_equal(results[0].background, results[1].background)
+    assert torch.equal(results[0].foreground, results[1].foreground)
+    assert torch.equal(results[0].background, results[1].background)
     assert results[0].compute().pxap == results[1].compute().pxap
 
 
@@ -357,7 +357,9 @@ def test_bad_input(backend):
     with pytest.raises(ValueError, match="backend"):
         BoxEvaluator(backend="triton")
     with pytest.raises(ValueError, match="masks"):
-        MaskEvaluator(backend=backend).accumulate(maps, np.zeros((2, 4, 5)))
+        MaskEvaluator().accumulate(maps, np.zeros((2, 4, 5)))
+    with pytest.raises(TypeError, match="batched"):
+        MaskEvaluator(batched="cpp")
     with pytest.raises(ValueError, match="threshold"):
         cam_to_boxes(maps[0], 1.5)
     with pytest.raises(ValueError, match="size"):

@@ -8,8 +8,15 @@ it, also when it raises. Gradients come from torch.autograd.grad with respect to
 only, so no parameter's .grad is touched.
 """
 
+from .ablation import AblationCAM
+from .eigen import EigenCAM, EigenGradCAM
+from .fullgrad import FullGrad
 from .gradient import CAM, GradCAM, GradCAMPlusPlus
 from .overlay import jet, overlay
+from .refine import RefineCAM
 from .score import ISCAM, PRESETS, SSCAM, ScoreCAM
+from .smooth import SmoothGradCAMpp
+from .transformers import TokenGrid
 
-__all__ = ["CAM", "GradCAM", "GradCAMPlusPlus", "ISCAM", "PRESETS", "SSCAM", "ScoreCAM", "jet", "overlay"]
+__all__ = ["CAM", "AblationCAM", "EigenCAM", "EigenGradCAM", "FullGrad", "GradCAM", "GradCAMPlusPlus", "ISCAM",
+           "PRESETS", "RefineCAM", "SSCAM", "ScoreCAM", "SmoothGradCAMpp", "TokenGrid", "jet", "overlay"]

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_choice, check_nchw, check_same_device
+from .augment import augmentations, smooth
+from .transformers import apply_transform, positions, resolve_transform
 
 
 def resolve_layer(model: nn.Module, layer: nn.Module | str, name: str = "target_layer") -> nn.Module:
@@ -204,36 +206,59 @@ def fuse_layers(maps: Sequence[torch.Tensor], size: Sequence[int], fuse: str,
 class Capture:
     """One target layer's output during one forward; raises if the layer runs twice.
 
-    grad=False keeps the output detached. grad=True keeps a tensor that gradients can be taken
-    with respect to: the output itself when it already requires grad (a layer above another
-    captured one), otherwise a fresh leaf, so no graph is built below the first captured layer. With `clone=True` the rest of the forward gets a copy, so an in-place op after the
+    `raw` keeps the output as the layer returns it (detached) and `activation` the maps
+    [N, K, h, w]: the output itself, or `transform(output)` (see camfast.cam.transformers).
+    grad=False keeps them detached. grad=True makes `activation` a tensor that gradients can be
+    taken with respect to: the maps themselves when the output already requires grad (a layer
+    above another captured one), otherwise a fresh leaf, so no graph is built below the first
+    captured layer. With a transform, the rest of the forward gets the output rebuilt from the
+    maps (the transform only rearranges: `positions` maps every map entry to its place in the
+    output), so the gradient with respect to the maps is the transformed output gradient, as the
+    peers compute it. With `clone=True` the rest of the forward gets a copy, so an in-place op after the
     layer (ReLU(inplace=True)) edits the copy, not the activation; clone=False saves that copy
     (one activation's memory per layer) and `check_unmodified` then catches such an op.
     """
 
-    def __init__(self, name: str, grad: bool = False, clone: bool = True):
+    def __init__(self, name: str, grad: bool = False, clone: bool = True, transform=None, image_size=()):
         self.name, self.grad, self.clone = name, grad, clone
+        self.transform, self.image_size = transform, tuple(image_size)
         self.activation: torch.Tensor | None = None
+        self.raw: torch.Tensor | None = None
         self.version = 0
 
     def __call__(self, module, inputs, output):
-        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+        if self.transform is None and (not isinstance(output, torch.Tensor) or output.dim() != 4):
             got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise TypeError(f"target_layer {self.name!r} must output a Tensor[N, K, h, w], got {got}")
         if self.activation is not None:
             raise ValueError(f"target_layer {self.name!r} ran twice in one forward pass; a CAM needs one "
                              "activation per layer: choose a module that runs once")
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"target_layer {self.name!r} must output a Tensor, got {type(output).__name__}")
+        self.raw, self.version = output.detach(), output._version
+        if self.transform is not None:
+            return self._transformed(output)
         leaf = self.grad and not output.requires_grad
         if leaf:
             self.activation = output.detach().requires_grad_(True)
         else:
             self.activation = output if self.grad else output.detach()
-        self.version = output._version
         # A leaf always hands out a copy: an in-place op on a leaf that requires grad is an error.
         return self.activation.clone() if leaf or self.clone else None
 
+    def _transformed(self, output):
+        if not self.grad:
+            self.activation = apply_transform(self.transform, output.detach(), self.image_size)
+            return output.clone() if self.clone else None
+        base = output if output.requires_grad else output.detach()
+        maps = apply_transform(self.transform, base, self.image_size)
+        self.activation = maps if output.requires_grad else maps.detach().requires_grad_(True)
+        index = positions(self.transform, output.shape, self.image_size).flatten().to(output.device)
+        rebuilt = base.flatten(1).scatter(1, index.expand(output.shape[0], -1), self.activation.flatten(1))
+        return rebuilt.view_as(output)
+
     def check_unmodified(self) -> None:
-        if self.activation._version != self.version:
+        if self.raw._version != self.version:
             raise ValueError(f"target_layer {self.name!r}: its output was modified in place later in the "
                              "forward pass (e.g. by ReLU(inplace=True)); choose the module after that op")
 
@@ -250,7 +275,7 @@ class Explainer:
     # How many target layers the method takes (None: any number, fused).
     max_layers: int | None = 1
 
-    def __init__(self, model: nn.Module, target_layer, score: Callable | None = None):
+    def __init__(self, model: nn.Module, target_layer, score: Callable | None = None, reshape_transform=None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if score is not None and not callable(score):
@@ -260,6 +285,7 @@ class Explainer:
         if self.max_layers is not None and len(self.target_layers) > self.max_layers:
             raise ValueError(f"{type(self).__name__} takes {self.max_layers} target_layer, got {len(self.target_layers)}")
         self.score_fn = score
+        self.reshape_transform = resolve_transform(reshape_transform)
 
     @property
     def target_layer(self) -> nn.Module:
@@ -274,18 +300,27 @@ class Explainer:
         # manager form is kept because the peer libraries' users write it.
         return False
 
-    def __call__(self, x: torch.Tensor, targets=None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, targets=None, aug_smooth=False) -> torch.Tensor:
+        """Maps [N, H, W] (or [N, T, H, W]) in [0, 1]. `aug_smooth`: test-time augmentation, True
+        for grad-cam's six passes (horizontal flip x intensity 0.9, 1, 1.1) or a sequence of
+        (flip, factor) pairs; the result is the mean of the passes' maps, each flipped back."""
         check_nchw(x, "x")
         param = next(self.model.parameters(), None)
         if param is not None:
             check_same_device({"x": x, "model": param})
+        passes = augmentations(aug_smooth)
         if self.score_fn is None:
             targets = parse_targets(targets, x.shape[0])
         if x.shape[0] == 0:
             t = targets[0].shape[1:] if self.score_fn is None and targets[1] else ()
             return x.new_zeros((0, *t, *x.shape[2:]), dtype=torch.promote_types(x.dtype, torch.float32))
+        if passes:
+            return smooth(lambda image: self._maps(image, targets), x.detach(), passes)
+        return self._maps(x.detach(), targets)
+
+    def _maps(self, x: torch.Tensor, targets) -> torch.Tensor:
         with self._model_state():
-            raw = self._explain(x.detach(), targets)
+            raw = self._explain(x, targets)
         return to_image(raw, x.shape[2:])
 
     def _explain(self, x: torch.Tensor, targets) -> torch.Tensor:
@@ -314,7 +349,13 @@ class Explainer:
 
         grad/clone: see `Capture`. Raises if a target layer did not run, or ran twice.
         """
-        captures = [Capture(layer_name(self.model, layer), grad, clone) for layer in self.target_layers]
+        output, captures = self.capture(x, grad, clone)
+        return output, [c.activation for c in captures]
+
+    def capture(self, x: torch.Tensor, grad: bool = False, clone: bool = True) -> tuple[object, list[Capture]]:
+        """`forward`, with each layer's `Capture` (its raw output too)."""
+        captures = [Capture(layer_name(self.model, layer), grad, clone, self.reshape_transform, x.shape[2:])
+                    for layer in self.target_layers]
         handles = [layer.register_forward_hook(c) for layer, c in zip(self.target_layers, captures)]
         try:
             output = self.model(x)
@@ -326,7 +367,7 @@ class Explainer:
                 raise ValueError(f"target_layer {c.name!r} did not run during the model's forward pass")
             if not clone:
                 c.check_unmodified()
-        return output, [c.activation for c in captures]
+        return output, captures
 
     def scores(self, output, targets, n: int) -> Scores:
         """The scores to explain for the N images: the target logits, or the `score=` callable's."""

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice
-from ._base import Explainer, check_fuse, class_gradients, fuse_layers, layer_name, resolve_layer
+from ._base import Explainer, Scores, check_fuse, class_gradients, fuse_layers, layer_name, resolve_layer
 
 
 def _classifier_weight(model: nn.Module, fc: nn.Module | str | None) -> torch.Tensor:
@@ -42,8 +42,8 @@ class CAM(Explainer):
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str, fc: nn.Module | str | None = None,
-                 nwc: bool = False, relu: bool = False):
-        super().__init__(model, target_layer)
+                 nwc: bool = False, relu: bool = False, reshape_transform=None):
+        super().__init__(model, target_layer, reshape_transform=reshape_transform)
         self.fc = fc
         self.nwc, self.relu = bool(nwc), bool(relu)
         _classifier_weight(model, fc)  # fail at construction on a bad fc
@@ -70,20 +70,22 @@ class _GradientCAM(Explainer):
     needs_grad = True
     max_layers = None
 
-    def __init__(self, model: nn.Module, target_layer, *, fuse: str = "mean", score=None):
-        super().__init__(model, target_layer, score=score)
+    def __init__(self, model: nn.Module, target_layer, *, fuse: str = "mean", score=None, reshape_transform=None):
+        super().__init__(model, target_layer, score=score, reshape_transform=reshape_transform)
         self.fuse = check_fuse(fuse)
 
     def _explain(self, x, targets):
+        scores, per_class = self.layer_maps(x, targets)
+        return scores.shape_maps(torch.stack([fuse_layers(maps, x.shape[2:], self.fuse) for maps in per_class], 1))
+
+    def layer_maps(self, x, targets) -> tuple[Scores, list[list[torch.Tensor]]]:
+        """(the scores, per class the raw map [N, h, w] of every target layer), from one forward."""
         output, acts = self.forward(x, grad=True)
         scores = self.scores(output, targets, x.shape[0])
         names = [layer_name(self.model, layer) for layer in self.target_layers]
         values = [a.detach() for a in acts]
-        per_class = []
-        for grads in class_gradients(scores, acts, names):
-            maps = [self.layer_map(a, g) for a, g in zip(values, grads)]
-            per_class.append(fuse_layers(maps, x.shape[2:], self.fuse))
-        return scores.shape_maps(torch.stack(per_class, 1))
+        return scores, [[self.layer_map(a, g) for a, g in zip(values, grads)]
+                        for grads in class_gradients(scores, acts, names)]
 
     def layer_map(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """The raw map [N, h, w] of one layer: ReLU(sum_k w_k A_k) with the method's weights."""

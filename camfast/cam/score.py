@@ -15,6 +15,7 @@ from torch import nn
 
 from .._validation import check_choice, check_positive
 from ._base import Explainer
+from ._noise import NoiseStream, cpu_generator
 
 PRESETS = {
     # haofanwang/Score-CAM cam/scorecam.py: probabilities, constant maps skipped, the score-weighted
@@ -99,8 +100,9 @@ class ScoreCAM(Explainer):
                  channel_softmax: bool | None = None, normalize_stage: str | None = None,
                  align_corners: bool | None = None, skip_constant: bool | None = None,
                  combine: str | None = None, autocast: torch.dtype | None = None, channels_last: bool = False,
-                 max_channels: int | None = None, progress: bool = False, fast: bool = True):
-        super().__init__(model, target_layer)
+                 max_channels: int | None = None, progress: bool = False, fast: bool = True,
+                 reshape_transform=None):
+        super().__init__(model, target_layer, reshape_transform=reshape_transform)
         flags = dict(PRESETS[check_choice(preset, "preset", tuple(PRESETS))])
         given = dict(score=score, baseline=baseline, channel_softmax=channel_softmax,
                      normalize_stage=normalize_stage, align_corners=align_corners,
@@ -233,7 +235,13 @@ class SSCAM(ScoreCAM):
     N(0, std^2) noise added to its mask at input resolution, X * (M_k + delta); the weight is the
     mean score, then the preset's combination (default "torchcam"). Constant maps cannot share a
     forward here (their noisy masks differ), so they are forwarded unless skip_constant.
-    `generator` seeds the noise.
+
+    noise="torchcam" (default): delta is drawn on the CPU from `generator` (default: torch's global
+    CPU generator) as torchcam draws it, one [N, K, H, W] tensor per sample, so that after
+    `torch.manual_seed(s)` camfast and torchcam add the same noise (with the torchcam preset, and
+    batch_size or H * W a multiple of 16: see camfast.cam._noise). noise="device": drawn on the
+    input's device from `generator` (a generator of that device), in camfast's chunk order;
+    faster on a GPU, not torchcam's values.
 
     Example:
         >>> import torch
@@ -250,17 +258,31 @@ class SSCAM(ScoreCAM):
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str, preset: str = "torchcam",
                  batch_size: int = 16, num_samples: int = 35, std: float = 2.0,
-                 generator: torch.Generator | None = None, **flags):
+                 generator: torch.Generator | None = None, noise: str = "torchcam", **flags):
         super().__init__(model, target_layer, preset, batch_size, **flags)
         self.samples = _positive_int(num_samples, "num_samples")
         self.std = check_positive(std, "std")
-        self.generator = generator
+        self.noise = check_choice(noise, "noise", ("torchcam", "device"))
+        self.generator = cpu_generator(generator) if self.noise == "torchcam" else generator
+        self._stream = None
+
+    def _masked_scores(self, x, act, target):
+        if self.noise == "torchcam":
+            self._stream = NoiseStream(act.shape[0] * act.shape[1], x.shape[2:], self.samples, self.std,
+                                       self.generator)
+        try:
+            return super()._masked_scores(x, act, target)
+        finally:
+            self._stream = None
 
     def sample_inputs(self, masked, images):
-        for _ in range(self.samples):
-            noise = torch.randn((images.shape[0], 1, *images.shape[2:]), generator=self.generator,
-                                dtype=images.dtype, device=images.device)
-            yield masked + self.std * noise * images
+        for m in range(self.samples):
+            if self._stream is not None:
+                noise = self._stream.draw(m, images.shape[0]).to(images.device, images.dtype)
+            else:
+                noise = self.std * torch.randn((images.shape[0], 1, *images.shape[2:]), generator=self.generator,
+                                               dtype=images.dtype, device=images.device)
+            yield masked + noise * images
 
 
 class ISCAM(ScoreCAM):

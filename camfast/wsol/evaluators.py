@@ -1,9 +1,12 @@
 """MaxBoxAcc (v1, v2), top-1 / GT-known localization and PxAP, as clovaai/wsolevaluation.
 
-Both evaluators accumulate batches of score maps and compute at the end. backend="reference"
-runs the protocol's loop (camfast.wsol.reference: one OpenCV call per map and threshold);
-"cpp" (the default when camfast._C is built) evaluates every threshold of a batch in one pass and
-gives identical numbers.
+Both evaluators accumulate batches of score maps (`update`, or its older name `accumulate`) and
+compute at the end. They are torchmetrics metrics when torchmetrics is installed: their states
+(integer hit counts, histogram counts) are summed across processes by `compute`, so a dataset
+sharded over torchrun's processes gives exactly the single-process numbers. BoxEvaluator's
+backend="reference" runs the protocol's loop (camfast.wsol.reference: one OpenCV call per map and
+threshold); "cpp" (the default when camfast._C is built) evaluates every threshold of a batch in
+one pass and gives identical numbers.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import numpy as np
 import torch
 
 from .. import _backend
+from .._metric import Metric
+from .._validation import check_bool
 from . import reference
 from .boxes import box_iou, contour_boxes, threshold_mask
 from .scoremap import check_cam_thresholds, check_percentile, check_scoremaps, threshold_levels, to_uint8
@@ -82,7 +87,7 @@ def _fast_best_iou(maps: np.ndarray, gt: list[np.ndarray], thresholds: np.ndarra
     return np.take_along_axis(per_level, levels, axis=1)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass  # not frozen: torchmetrics rebuilds results it returns
 class BoxResult:
     """Box accuracies over the threshold sweep, in percent.
 
@@ -143,7 +148,7 @@ class BoxResult:
         return float(self.top1_curve[d, t])
 
 
-class BoxEvaluator:
+class BoxEvaluator(Metric):
     """MaxBoxAcc over a sweep of score thresholds (clovaai/wsolevaluation's BoxEvaluator).
 
     version=2 (MaxBoxAccV2, the protocol's default) keeps every contour's box, holes included, and
@@ -165,8 +170,12 @@ class BoxEvaluator:
         50.0
     """
 
+    full_state_update = False
+    higher_is_better = True
+
     def __init__(self, version: int = 2, iou_thresholds=(30, 50, 70), cam_curve_interval: float = 0.001,
                  cam_thresholds=None, percentile: float = 100, backend: str | None = None):
+        super().__init__()
         if version not in (1, 2):
             raise ValueError(f"version must be 1 or 2, got {version!r}")
         thresholds = tuple(int(d) for d in iou_thresholds)
@@ -177,10 +186,11 @@ class BoxEvaluator:
         self.cam_thresholds = check_cam_thresholds(cam_thresholds, cam_curve_interval)
         self.percentile = check_percentile(percentile)
         self.backend = _resolve_backend(backend)
-        self.count = 0
-        self._hits = np.zeros((len(thresholds), len(self.cam_thresholds)), dtype=np.int64)
-        self._top1_hits = np.zeros_like(self._hits)
-        self._all_labelled = True
+        curve = torch.zeros(len(thresholds), len(self.cam_thresholds), dtype=torch.int64)
+        self.add_state("hits", curve, dist_reduce_fx="sum")  # maps with IoU >= delta, per (delta, threshold)
+        self.add_state("top1_hits", curve.clone(), dist_reduce_fx="sum")  # the same, correctly classified
+        self.add_state("count", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("unlabelled", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
     def best_iou(self, scoremaps, gt_boxes) -> np.ndarray:
         """[N, T] best IoU of the boxes at each threshold against each map's ground-truth boxes."""
@@ -193,29 +203,34 @@ class BoxEvaluator:
         return np.stack([reference.best_iou_at_thresholds(m, g, self.cam_thresholds, self.multi_contour,
                                                           self.percentile) for m, g in zip(maps, gt)])
 
-    def accumulate(self, scoremaps, gt_boxes, correct=None) -> None:
+    def update(self, scoremaps, gt_boxes, correct=None) -> None:
         """Add score maps [N, H, W] (or one [H, W]) in [0, 1], their ground-truth boxes (a [G, 4]
         set per map, or [N, 4] for one box each) and, for top-1 localization, whether each map's
         image was classified right."""
         ious = self.best_iou(scoremaps, gt_boxes)
         correct = _check_correct(correct, len(ious))
-        for d, delta in enumerate(self.iou_thresholds):
-            hit = ious >= delta / 100  # non-strict, as the protocol
-            self._hits[d] += hit.sum(axis=0)
-            if correct is not None:
-                self._top1_hits[d] += (hit & correct[:, None]).sum(axis=0)
-        self._all_labelled &= correct is not None or len(ious) == 0
+        self.last_best_iou = ious  # [N, T] of this batch, for per-image reports (not a synced state)
+        hit = ious[None] >= np.array(self.iou_thresholds)[:, None, None] / 100  # [D, N, T], non-strict
+        self.hits += torch.from_numpy(hit.sum(axis=1))
+        if correct is not None:
+            self.top1_hits += torch.from_numpy((hit & correct[None, :, None]).sum(axis=1))
+        else:
+            self.unlabelled += len(ious)
         self.count += len(ious)
 
+    accumulate = update  # the name before the evaluators became metrics
+
     def compute(self) -> BoxResult:
-        if self.count == 0:
+        count = int(self.count)
+        if count == 0:
             raise RuntimeError("BoxEvaluator.compute: no score maps were accumulated")
-        scale = 100.0 / float(self.count)
-        return BoxResult(self.cam_thresholds, self.iou_thresholds, self._hits * scale,
-                         self._top1_hits * scale if self._all_labelled else None, self.multi_contour)
+        scale = 100.0 / float(count)
+        top1 = self.top1_hits.numpy() * scale if int(self.unlabelled) == 0 else None
+        return BoxResult(self.cam_thresholds, self.iou_thresholds, self.hits.numpy() * scale, top1,
+                         self.multi_contour)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class MaskResult:
     """PxAP and the pixel precision-recall curve it is the area under.
 
@@ -234,12 +249,14 @@ class MaskResult:
     recall: np.ndarray
 
 
-class MaskEvaluator:
+class MaskEvaluator(Metric):
     """PxAP: the area under the pixel precision-recall curve (clovaai/wsolevaluation's MaskEvaluator).
 
     Masks are 1 on the object, 0 on the background; any other value (the protocol uses 255 for the
     ignore region) is left out. Scores are binned on the float values with bin edges
     [t_0, ..., t_{T-1}, 1, 2, 3], so a pixel counts as positive at threshold t when score >= t.
+    The histograms of a batch are taken in one NumPy pass over all its maps (`batched=True`), or
+    map by map as the protocol does (`batched=False`, the reference); the counts are the same.
 
     Example:
         >>> import torch
@@ -252,15 +269,19 @@ class MaskEvaluator:
         100.0
     """
 
-    def __init__(self, cam_curve_interval: float = 0.001, cam_thresholds=None, backend: str | None = None):
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, cam_curve_interval: float = 0.001, cam_thresholds=None, batched: bool = True):
+        super().__init__()
         self.cam_thresholds = check_cam_thresholds(cam_thresholds, cam_curve_interval)
         self.bin_edges = np.append(self.cam_thresholds, [1.0, 2.0, 3.0])
-        # The batched histogram is NumPy: it needs no compiled kernel, so only "reference" differs.
-        self.backend = "reference" if _check_backend(backend) == "reference" else "cpp"
-        self.foreground = np.zeros(len(self.bin_edges) - 1)
-        self.background = np.zeros(len(self.bin_edges) - 1)
+        self.batched = check_bool(batched, "batched")
+        bins = torch.zeros(len(self.bin_edges) - 1, dtype=torch.float64)  # counts, exact in float64
+        self.add_state("foreground", bins, dist_reduce_fx="sum")
+        self.add_state("background", bins.clone(), dist_reduce_fx="sum")
 
-    def accumulate(self, scoremaps, masks) -> None:
+    def update(self, scoremaps, masks) -> None:
         """Add score maps [N, H, W] (or one [H, W]) in [0, 1] and their masks of the same shape."""
         maps, _ = check_scoremaps(scoremaps)
         masks = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
@@ -268,21 +289,22 @@ class MaskEvaluator:
             raise ValueError(f"masks must be integer maps of the score maps' shape {maps.shape}, "
                              f"got {masks.dtype} {masks.shape}")
         masks = masks.reshape(maps.shape)
-        if self.backend == "cpp":  # one histogram per class for the whole batch: the counts add up
-            self.foreground += np.histogram(maps[masks == 1], bins=self.bin_edges)[0]
-            self.background += np.histogram(maps[masks == 0], bins=self.bin_edges)[0]
-            return
-        for scoremap, mask in zip(maps, masks):
-            fg, bg = reference.score_histograms(scoremap, mask, self.bin_edges)
-            self.foreground += fg
-            self.background += bg
+        # Batched: one histogram per class for the whole batch (the counts add up).
+        pairs = [(maps, masks)] if self.batched else zip(maps, masks)
+        for scoremaps, gt in pairs:
+            fg, bg = reference.score_histograms(scoremaps, gt, self.bin_edges)
+            self.foreground += torch.from_numpy(fg)
+            self.background += torch.from_numpy(bg)
+
+    accumulate = update  # the name before the evaluators became metrics
 
     def compute(self) -> MaskResult:
         """The protocol's AP: sum over bins of precision * recall increment, bins without
         predicted positives left out."""
-        tp = self.foreground[::-1].cumsum()
-        fp = self.background[::-1].cumsum()
-        fn = self.foreground.sum() - tp
+        foreground, background = self.foreground.numpy(), self.background.numpy()
+        tp = foreground[::-1].cumsum()
+        fp = background[::-1].cumsum()
+        fn = foreground.sum() - tp
         if ((tp + fn) <= 0).all():
             raise RuntimeError("MaskEvaluator.compute: no foreground pixel was accumulated")
         if ((tp + fp) <= 0).all():
