@@ -22,7 +22,17 @@ RISE_BLUR = (11, 5.0)  # their insertion baseline: gkern(klen=11, nsig=5)
 
 @dataclasses.dataclass(frozen=True)
 class DeletionInsertionResult:
-    """Per-image areas under the curves and the curves themselves (on the inputs' device)."""
+    """Per-image areas under the curves and the curves themselves (on the inputs' device).
+
+    Example:
+        >>> import torch
+        >>> import camfast.metrics as cm
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+        >>> result = cm.deletion_insertion(model, torch.rand(2, 3, 16, 16), torch.rand(2, 16, 16), [0, 4])
+        >>> result.deletion_auc.shape, result.insertion_curve.shape, result.fractions.shape
+        (torch.Size([2]), torch.Size([2, 3]), torch.Size([3]))
+    """
 
     deletion_auc: torch.Tensor  # [N] (or [N, T])
     insertion_auc: torch.Tensor
@@ -51,7 +61,14 @@ def rise_blur_kernel(size: int = RISE_BLUR[0], sigma: float = RISE_BLUR[1]) -> t
 
 
 def rise_blur(x: torch.Tensor) -> torch.Tensor:
-    """The RISE insertion baseline: each channel convolved with gkern(11, 5), zero padding 5."""
+    """The RISE insertion baseline: each channel convolved with gkern(11, 5), zero padding 5.
+
+    Example:
+        >>> import torch
+        >>> from camfast.metrics import rise_blur
+        >>> rise_blur(torch.rand(2, 3, 16, 16)).shape
+        torch.Size([2, 3, 16, 16])
+    """
     kernel = rise_blur_kernel().to(x.device, x.dtype)
     c, size = x.shape[1], kernel.shape[-1]
     return F.conv2d(x, kernel.expand(c, 1, size, size), padding=size // 2, groups=c)

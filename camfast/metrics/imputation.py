@@ -133,6 +133,15 @@ def impute(images: torch.Tensor, unknown: torch.Tensor, noise: float = 0.0, gene
     `generator` (or the global generator of the images' device) is added to the imputed pixels.
     A batch entry with no known pixel has a singular system; its pixels are set to 0 plus noise.
     Returns a new tensor of the images' dtype.
+
+    Example:
+        >>> import torch
+        >>> from camfast.metrics import impute
+        >>> ramp = torch.arange(16.0).reshape(1, 1, 4, 4)
+        >>> unknown = torch.zeros(1, 4, 4, dtype=torch.bool)
+        >>> unknown[0, 1, 1] = True                        # forget one pixel of a linear ramp
+        >>> impute(ramp, unknown)[0, 0, 1, 1]              # its neighbours' mean restores it
+        tensor(5.)
     """
     g = images.to(torch.float64)
     if g.device.type == "cpu" and _extension.has_cpp("cpu"):  # the same solver, with fused sweeps

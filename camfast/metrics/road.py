@@ -24,6 +24,15 @@ class ROADResult:
     value: [N] (or [N, T]): mean over percentiles of (s' - s) for "morf" and "lerf", and
     (lerf - morf) / 2 for "combined" (grad-cam's ROADCombined). original: s, the score on x.
     morf, lerf: [N, P] scores s' after imputing at each percentile (None when not computed).
+
+    Example:
+        >>> import torch
+        >>> import camfast.metrics as cm
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+        >>> result = cm.road(model, torch.rand(2, 3, 16, 16), torch.rand(2, 16, 16), [0, 4])
+        >>> result.value.shape, result.morf.shape, len(result.percentiles)
+        (torch.Size([2]), torch.Size([2, 9]), 9)
     """
 
     value: torch.Tensor
