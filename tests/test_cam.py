@@ -224,6 +224,102 @@ def test_cam_matches_reference(net, x, nwc, relu):
     torch.testing.assert_close(out, to_image(raw.detach(), (32, 32)), atol=1e-5, rtol=1e-5)
 
 
+# Each method's raw map from the target layer's activation a and gradient g (TinyNet's
+# "features": GAP -> fc follows it).
+GRADIENT_REFS = [
+    pytest.param(lambda net: cc.HiResCAM(net, "features"), lambda a, g: (g * a).sum(1).relu(), id="hirescam"),
+    pytest.param(lambda net: cc.GradCAMElementWise(net, "features"), lambda a, g: (g * a).clamp_min(0).sum(1),
+                 id="gradcam-elementwise"),
+    pytest.param(lambda net: cc.XGradCAM(net, "features"),
+                 lambda a, g: ((g * a).sum((2, 3)) / (a.sum((2, 3)) + 1e-6))[:, :, None, None].mul(a).sum(1).relu(),
+                 id="xgradcam"),
+    pytest.param(lambda net: cc.LayerCAM(net, "features"), lambda a, g: (g.clamp_min(0) * a).sum(1).relu(),
+                 id="layercam"),
+]
+
+
+@pytest.mark.parametrize("make,ref", GRADIENT_REFS)
+def test_gradient_methods_match_their_formula(net, x, make, ref):
+    a, g = ref_gradients(net, x, TARGETS)
+    torch.testing.assert_close(make(net)(x, TARGETS), to_image(ref(a, g), (32, 32)), atol=1e-5, rtol=1e-5)
+
+
+def test_fem_matches_its_formula(net, x):
+    a = features(net, x).detach()
+    threshold = a.mean((2, 3), keepdim=True) + 2 * a.std((2, 3), unbiased=False, keepdim=True)
+    w = (a > threshold).double().mean((2, 3)).float()
+    expected = to_image((w[:, :, None, None] * a).sum(1).relu(), (32, 32))
+    torch.testing.assert_close(cc.FEM(net, "features")(x, TARGETS), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_shapleycam_second_order_term_by_finite_differences(net, x):
+    """g - H A / 2 with H A from central differences of the gradient along A (float64), for the
+    ReST objective y_c + log softmax(y)_c, which is curved in A although the head is linear."""
+    wide = copy.deepcopy(net).double()
+    a = features(wide, x.double()).detach()
+
+    def grad(act):
+        act = act.detach().requires_grad_()
+        logits = wide.head(act)
+        rest = logits.gather(1, TARGETS[:, None]) + logits.log_softmax(1).gather(1, TARGETS[:, None])
+        return torch.autograd.grad(rest.sum(), act)[0]
+
+    step = 1e-4
+    hessian_a = (grad(a + step * a) - grad(a - step * a)) / (2 * step)
+    w = (grad(a) - hessian_a / 2).mean((2, 3))
+    expected = to_image((w[:, :, None, None] * a).sum(1).relu().float(), (32, 32))
+    out = cc.ShapleyCAM(net, "features", objective="rest")(x, TARGETS)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    assert (out - cc.GradCAM(net, "features")(x, TARGETS)).abs().max() > 1e-2  # the term matters here
+    # With the logit, this head is linear in A: H A = 0, and ShapleyCAM is Grad-CAM.
+    torch.testing.assert_close(cc.ShapleyCAM(net, "features")(x, TARGETS), cc.GradCAM(net, "features")(x, TARGETS))
+
+
+@pytest.mark.parametrize("preset", ["official", "torchcam"])
+def test_finercam_objective(net, x, preset):
+    """Grad-CAM of the contrastive objective, written per image with NumPy's ordering."""
+    logits = net(x).detach()
+    alpha = {"official": 1.0, "torchcam": 0.6}[preset]
+    a = features(net, x).detach().requires_grad_()
+    y = net.head(a)
+    total = 0
+    for n, c in enumerate(TARGETS.tolist()):
+        order = (logits[n] - logits[n, c]).abs().numpy().argsort(kind="stable")
+        refs = [int(j) for j in order if j != c][:3]
+        if preset == "torchcam":
+            total = total + y[n, c] - alpha * y[n, refs].mean()
+        else:
+            p = y[n].softmax(0)[refs]
+            total = total + (p * (y[n, c] - alpha * y[n, refs])).sum() / (p.sum() + 1e-9)
+    (g,) = torch.autograd.grad(total, a)
+    expected = to_image((g.mean((2, 3))[:, :, None, None] * a).sum(1).relu().detach(), (32, 32))
+    torch.testing.assert_close(cc.FinerCAM(net, "features", preset=preset)(x, TARGETS), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_presets_and_their_overrides(net):
+    assert cc.XGradCAM(net, "features", preset="grad-cam").eps == 1e-7
+    assert cc.XGradCAM(net, "features", preset="torchcam", eps=1e-3).eps == 1e-3
+    assert cc.XGradCAM(net, "features", preset="torchcam").fuse == "max"
+    assert cc.LayerCAM(net, "features", preset="grad-cam").scale is None
+    assert cc.LayerCAM(net, "features", preset="grad-cam", scale="tanh").scale is not None
+    finer = cc.FinerCAM(net, "features", preset="torchcam", alpha=0.3, base=cc.LayerCAM)
+    assert (finer.alpha, finer.weighting, finer.base.fuse) == (0.3, "mean", "max")
+    assert "preset='torchcam', base=LayerCAM" in repr(finer)
+    for call, error, match in [
+        (lambda: cc.XGradCAM(net, "features", preset="paper"), ValueError, "preset"),
+        (lambda: cc.LayerCAM(net, "features", scale="sigmoid"), ValueError, "scale"),
+        (lambda: cc.ShapleyCAM(net, "features", objective="prob"), ValueError, "objective"),
+        (lambda: cc.ShapleyCAM(net, "features", objective="rest", score=lambda o, t: o[:, 0]), TypeError, "score"),
+        (lambda: cc.FinerCAM(net, "features", weighting="max"), ValueError, "weighting"),
+        (lambda: cc.FinerCAM(net, "features", num_references=0), ValueError, "num_references"),
+        (lambda: cc.FinerCAM(net, "features", base=cc.ScoreCAM), TypeError, "base"),
+        (lambda: cc.FinerCAM(net, "features", score=lambda o, t: o[:, 0]), TypeError, "score"),
+        (lambda: cc.FEM(net, "features", k="2"), TypeError, "k"),
+    ]:
+        with pytest.raises(error, match=match):
+            call()
+
+
 def test_cam_needs_a_classifier():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(5), nn.Linear(5, 2))
     with pytest.raises(ValueError, match="fc"):
@@ -351,6 +447,15 @@ ALL = [
     pytest.param(lambda m, layer: cc.SmoothGradCAMpp(m, layer, num_samples=2), id="smoothgradcampp"),
     pytest.param(lambda m, layer: cc.FullGrad(m), id="fullgrad"),
     pytest.param(lambda m, layer: cc.RefineCAM(m, ["stem", layer]), id="refinecam"),
+    # the gradient family
+    pytest.param(lambda m, layer: cc.HiResCAM(m, layer), id="hirescam"),
+    pytest.param(lambda m, layer: cc.GradCAMElementWise(m, layer), id="gradcam-elementwise"),
+    pytest.param(lambda m, layer: cc.XGradCAM(m, layer), id="xgradcam"),
+    pytest.param(lambda m, layer: cc.LayerCAM(m, ["stem", layer]), id="layercam-2-layers"),
+    pytest.param(lambda m, layer: cc.ShapleyCAM(m, layer, objective="rest"), id="shapleycam-rest"),
+    pytest.param(lambda m, layer: cc.FEM(m, layer), id="fem"),
+    pytest.param(lambda m, layer: cc.FinerCAM(m, layer), id="finercam"),
+    pytest.param(lambda m, layer: cc.FinerCAM(m, layer, preset="torchcam", base=cc.LayerCAM), id="finercam-torchcam"),
 ]
 
 
@@ -572,17 +677,11 @@ def _assert_clean(net):
 
 
 @pytest.mark.parametrize("call,error,match", [
-    (lambda net, x: cc.GradCAM(net, ["features", "stm"]), ValueError, r"target_layer\[1\] 'stm'"),
     (lambda net, x: cc.GradCAM(net, []), ValueError, "at least one layer"),
     (lambda net, x: cc.GradCAM(net, ["features", net.features]), ValueError, "twice"),
     (lambda net, x: cc.ScoreCAM(net, ["stem", "features"]), ValueError, "takes 1 target_layer"),
-    (lambda net, x: cc.GradCAM(net, "features")(x, torch.zeros(2, 2, dtype=torch.long)), ValueError, "3 images"),
-    (lambda net, x: cc.GradCAM(net, "features")(x, torch.tensor([[1, 2], [3, 10], [0, 0]])), ValueError,
-     r"targets must lie in \[0, 10\)"),
     (lambda net, x: cc.GradCAM(net, "features")(x, [[1, 2], [3], [0, 0]]), ValueError, "same number"),
     (lambda net, x: cc.GradCAM(net, "features")(x, torch.zeros(3, 2)), TypeError, "integer tensor"),
-    (lambda net, x: cc.GradCAM(net, ["features", "spare"])(x), ValueError, "'spare' did not run"),
-    (lambda net, x: cc.GradCAM(net, "stem.0", score=lambda out, t: out[:2, 0])(x), ValueError, "score must return"),
     (lambda net, x: cc.GradCAM(net, "stem.0", score=lambda out, t: out.argmax(1))(x), TypeError, "score must return"),
     (lambda net, x: cc.GradCAM(net, "stem.0", score=lambda out, t: out.detach()[:, 0])(x), ValueError,
      "score must depend"),
@@ -595,6 +694,37 @@ def test_bad_input_is_reported_with_the_model_restored(net, x, call, error, matc
     net.train()
     with pytest.raises(error, match=match):
         call(net, x)
+    _assert_clean(net)
+
+
+# Every gradient method: make(model, layers, **options).
+GRADIENT_METHODS = {
+    "gradcam": cc.GradCAM, "gradcampp": cc.GradCAMPlusPlus, "hirescam": cc.HiResCAM,
+    "gradcam-elementwise": cc.GradCAMElementWise, "xgradcam": cc.XGradCAM, "layercam": cc.LayerCAM,
+    "shapleycam": cc.ShapleyCAM, "fem": cc.FEM, "finercam": cc.FinerCAM,
+}
+# What each wrong call must raise: (error, a match naming the argument).
+BAD_CALLS = {
+    "unknown-layer": (lambda make, net, x: make(net, ["features", "stm"]), ValueError, r"target_layer\[1\] 'stm'"),
+    "targets-wrong-n": (lambda make, net, x: make(net, "features")(x, torch.zeros(2, 2, dtype=torch.long)),
+                        ValueError, "targets must hold classes for each of the 3 images"),
+    "targets-out-of-range": (lambda make, net, x: make(net, "features")(x, torch.tensor([[1, 2], [3, 10], [0, 0]])),
+                             ValueError, r"targets must lie in \[0, 10\)"),
+    "layer-never-runs": (lambda make, net, x: make(net, ["features", "spare"])(x), ValueError,
+                         "target_layer 'spare' did not run"),
+    "score-wrong-shape": (lambda make, net, x: make(net, "stem.0", score=lambda out, t: out[:2, 0])(x), ValueError,
+                          r"score must return a Tensor\[N\] or \[N, T\] with N = 3"),
+}
+
+
+@pytest.mark.parametrize("method,case", [(m, c) for m in GRADIENT_METHODS for c in BAD_CALLS
+                                         if (m, c) != ("finercam", "score-wrong-shape")])  # takes no score=
+def test_gradient_methods_report_bad_input_with_the_model_restored(net, x, method, case):
+    call, error, match = BAD_CALLS[case]
+    net.spare = nn.Conv2d(16, 16, 1)
+    net.train()
+    with pytest.raises(error, match=match):
+        call(GRADIENT_METHODS[method], net, x)
     _assert_clean(net)
 
 

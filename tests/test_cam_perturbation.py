@@ -23,36 +23,12 @@ from torch import nn
 import camfast.cam as cc
 from camfast.cam import eigen
 from camfast.cam.eigen import first_component
+from camfast_testing.cam_models import PlainNet, resnet
 
 ROOT = Path(__file__).parent.parent
 pytestmark = pytest.mark.skipif(not (ROOT / "benchmarks").is_dir(), reason="tests run outside the source tree")
 
 CORR, DIFF = 0.99999, 1e-5
-
-
-class PlainNet(nn.Module):
-    """conv-ReLU-pool stacks (no BN, no skip), GAP, fc: the CAM paper's shape."""
-
-    def __init__(self, classes: int = 12):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 24, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(24, 32, 3, padding=1), nn.ReLU())
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(32, classes)
-        with torch.no_grad():
-            self.fc.weight.mul_(20)
-        self.eval()
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
-
-
-def resnet():
-    from benchmarks.cam_models import BenchNet
-
-    return BenchNet(widths=(8, 16, 32, 48), expand=64, classes=20)
 
 
 # (model factory, a post-ReLU inner layer, the post-ReLU layer that feeds GAP -> fc, a layer
