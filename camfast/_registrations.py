@@ -9,11 +9,15 @@ backends share these fakes, so they must return the same shapes, dtypes and stri
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _extension
 from ._layout import empty_nchw_like
 from ._precision import register_autocast
+from ._validation import FLOAT_DTYPES
+from .reference.weighted_channel_sum import METHODS
 
 
 def _camfast_op(name: str):
@@ -65,6 +69,38 @@ def register_score_cam_masks(suffix: str) -> None:
     # The masks are explainer inputs: differentiating them is a mistake, reported as one.
     def backward(ctx, *grads):
         raise RuntimeError(f"{qualname} is not differentiable: its masks are inputs to score, not a loss")
+
+    torch.library.register_autograd(qualname, backward)
+    register_autocast(qualname)
+
+
+def check_weighted_channel_sum(qualname: str, act, grad, method, eps) -> None:
+    """The compiled kernels' checks, for the fake kernel (a traced call fails where an eager one
+    would) and the Triton op."""
+    torch._check(act.dim() == 4, lambda: f"{qualname}: act must be 4-D, got {act.dim()}-D")
+    torch._check(grad.dim() in (4, 5), lambda: f"{qualname}: grad must be 4-D or 5-D, got {grad.dim()}-D")
+    torch._check(grad.device == act.device, lambda: f"{qualname}: act and grad must be on the same device")
+    torch._check(grad.dtype == act.dtype, lambda: f"{qualname}: act and grad must have the same dtype")
+    torch._check(act.dtype in FLOAT_DTYPES, lambda: f"{qualname}: expected a floating dtype, got {act.dtype}")
+    for d in range(4):
+        torch._check(grad.shape[grad.dim() - 4 + d] == act.shape[d],
+                     lambda: f"{qualname}: grad must have act's shape [N, K, h, w] in its last four dimensions")
+    torch._check(act.shape[2] > 0 and act.shape[3] > 0, lambda: f"{qualname}: act must have h > 0 and w > 0")
+    torch._check(method in METHODS, lambda: f"{qualname}: method must be one of {METHODS}, got {method!r}")
+    torch._check(0 < eps < math.inf, lambda: f"{qualname}: eps must be a finite number > 0, got {eps}")
+
+
+def register_weighted_channel_sum(suffix: str) -> None:
+    qualname = f"camfast::weighted_channel_sum{suffix}"
+
+    @torch.library.register_fake(qualname)
+    def _(act, grad, method, eps):
+        check_weighted_channel_sum(qualname, act, grad, method, eps)
+        return act.new_empty(*grad.shape[:-3], *act.shape[2:])
+
+    # The map is an explainer's output, computed from detached activations and gradients.
+    def backward(ctx, *grads):
+        raise RuntimeError(f"{qualname} is not differentiable: it computes an explainer's output")
 
     torch.library.register_autograd(qualname, backward)
     register_autocast(qualname)
@@ -236,6 +272,7 @@ REGISTRARS = (
     register_score_cam_masks,
     register_spatial_softmax2d,
     register_thresholded_avg_pool2d,
+    register_weighted_channel_sum,
     register_wsol_box_sweep,
     register_road_impute,
 )
