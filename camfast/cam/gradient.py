@@ -304,10 +304,15 @@ class LayerCAM(_GradientCAM):
             self.scale = tanh_scale(self.gamma)
 
     def layer_map(self, act, grad):
-        return weighted_channel_sum(act, grad, "layer-cam")
+        return layer_cam(act, grad)
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", preset={self.preset!r})"
+
+
+def layer_cam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """LayerCAM's map of one layer, [N, K, h, w] -> [N, h, w]: ReLU(sum_k ReLU(g_k) * A_k)."""
+    return weighted_channel_sum(act, grad, "layer-cam")
 
 
 class ShapleyCAM(GradCAM):
