@@ -30,7 +30,7 @@ void forward_row(const T* x, Stride<kUnit> at, int64_t P, double tau, T* out, T*
   }
   const T t = thresholded_avg_pool2d::threshold<T>(has_nan ? quiet_nan<A>() : row_max, tau);
   const A tt = A(t);
-  A sum = A(0);
+  sum_t sum = 0;
   int32_t count = 0;
 #pragma omp simd reduction(+ : sum, count)
   for (int64_t p = 0; p < P; ++p) {
@@ -49,13 +49,14 @@ void forward_channel_block(const NCP& v, const T* x, double tau, int64_t c0, int
                            int32_t* cnt) {
   using A = acc_t<T>;
   const int64_t nc = c1 - c0;
-  A row_max[kChannelBlock], t[kChannelBlock], sum[kChannelBlock];
+  A row_max[kChannelBlock], t[kChannelBlock];
+  sum_t sum[kChannelBlock];
   int32_t count[kChannelBlock];
   bool has_nan[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) {
     row_max[c] = lowest<A>();
     has_nan[c] = false;
-    sum[c] = A(0);
+    sum[c] = 0;
     count[c] = 0;
   }
   for (int64_t p = 0; p < v.P; ++p) {

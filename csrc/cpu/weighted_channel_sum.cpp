@@ -5,7 +5,6 @@
 // and the ReLU. A channel's map (P values) stays in L1 between the passes of the first step.
 #include <algorithm>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include <torch/csrc/stable/library.h>
@@ -24,12 +23,9 @@ using torch::stable::Tensor;
 using cpu::Unit;
 using weighted_channel_sum::Method;
 
-// Sums of float32 inputs in double: these maps are small and read from cache, so the wider
-// type costs nothing measurable (benchmarks/NOTES.md); float32 for float16 and bfloat16.
-template <class T> using sum_t = std::conditional_t<std::is_same_v<T, float>, double, acc_t<T>>;
-
 template <class T> struct Kernel {
-  using A = sum_t<T>;
+  // Weights and sums in double (sum_t): these maps are small and read from cache.
+  using A = sum_t;
   const weighted_channel_sum::IO& io;
   A eps;
 
@@ -111,7 +107,7 @@ Tensor weighted_channel_sum_cpu(Tensor act, Tensor grad, std::string method, dou
   if (io.images() > 0) {
     dispatch_floating(io.act.scalar_type(), weighted_channel_sum::kOp, [&](auto tag) {
       using T = decltype(tag);
-      Kernel<T>{io, sum_t<T>(eps)}.run();
+      Kernel<T>{io, sum_t(eps)}.run();
     });
   }
   return io.out;
