@@ -80,6 +80,25 @@ def pairs(model, layers: list[str], cam_layer: str | None = None, fc_name: str |
          lambda x, y: peers.gradcam_finer(model, modules, x, y)),
         ("FinerCAM[torchcam]", "torchcam", cc.FinerCAM(model, layers, preset="torchcam"), tc("FinerCAM")),
     ]
+    if one is None:
+        rows += fully_pairs(model, layers)
+    return rows
+
+
+def fully_pairs(model, layers: list[str]):
+    """FullyCAM on `layers` and on every conv (layers="conv") against the peers' LayerCAM with the
+    same target layers: grad-cam's mean fusion, and torchcam's tanh + max (`fuse_cams`)."""
+    named = dict(model.named_modules())
+    convs = [name for name, m in named.items() if isinstance(m, torch.nn.Conv2d)]
+    rows = []
+    for label, ours, names in [("", layers, layers), (" every conv", "conv", convs)]:
+        modules = [named[name] for name in names]
+        rows += [
+            (f"FullyCAM{label} (mean)", "grad-cam", cc.FullyCAM(model, ours),
+             lambda x, y, modules=modules: peers.gradcam_explain("LayerCAM", model, modules, x, y)),
+            (f"FullyCAM{label} (max, tanh)", "torchcam", cc.FullyCAM(model, ours, fuse="max", scale="tanh"),
+             lambda x, y, names=names: peers.torchcam_explain("LayerCAM", model, names, x, y)),
+        ]
     return rows
 
 

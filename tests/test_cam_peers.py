@@ -6,7 +6,8 @@ preset that reproduces a peer's method) and the comparison live in benchmarks/ca
 which prints the same table. Every pair must reach a per-image correlation of 0.99999 and a
 largest difference of 1e-5 after the peer's map is resized to the input and min-maxed, on two
 architectures (a GAP + FC CNN with a smooth activation, and a residual net with BatchNorm and
-in-place ReLU), for one layer, several layers, and several classes per image in one call.
+in-place ReLU), for one layer, several layers, and several classes per image in one call;
+FullyCAM on the layers and on every conv against both peers' multi-layer LayerCAM.
 """
 
 from pathlib import Path
@@ -58,6 +59,7 @@ def test_every_method_and_preset_matches_its_peer(peer_check, arch, case):
     methods = {r["method"] for r in rows}
     assert {"LayerCAM[grad-cam]", "LayerCAM[torchcam]", "XGradCAM[torchcam]", "FinerCAM[torchcam]", "FEM"} <= methods
     assert ("ShapleyCAM (ReST)" in methods) == ("CAM" in methods) == (count == 1)
+    assert ("FullyCAM every conv (max, tanh)" in methods) == ("FullyCAM (mean)" in methods) == (count > 1)
     bad = [r for r in rows if not peer_check.agrees(r)]
     assert not bad, bad
 

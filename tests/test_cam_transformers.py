@@ -92,11 +92,12 @@ def test_scorecam_and_smoothgradcampp_on_a_vit(x):
                   theirs)
 
 
-# Every explainer in camfast.cam with a target layer (FullGrad has none, so no transform), and
-# what each needs besides the model, the layer and the transform. LayerNorm outputs are negative:
-# AblationCAM takes grad-cam's value there.
+# Every explainer in camfast.cam with a target layer (FullGrad and FullyCAM explain every layer of a
+# kind, feature maps [N, K, h, w], so they take no transform), and what each needs besides the
+# model, the layer and the transform. LayerNorm outputs are negative: AblationCAM takes grad-cam's
+# value there.
 EVERY = sorted(name for name in cc.__all__ if isinstance(getattr(cc, name), type)
-               and issubclass(getattr(cc, name), Explainer) and name != "FullGrad")
+               and issubclass(getattr(cc, name), Explainer) and name not in ("FullGrad", "FullyCAM"))
 OPTIONS = {
     "CAM": lambda: {"fc": "head"},
     "AblationCAM": lambda: {"ablation_value": "grad-cam-legacy"},

@@ -50,8 +50,8 @@ class TestWeightedChannelSum(OpTester):
     bad_options = [
         ({"method": "gradcam"}, ValueError, "method must be one of"),
         ({"method": None}, ValueError, "method must be one of"),
-        ({"eps": 0.0}, ValueError, "eps must be a finite number > 0"),
-        ({"eps": float("nan")}, ValueError, "eps must be a finite number > 0"),
+        ({"eps": -1e-7}, ValueError, r"eps must lie in \[0, inf\]"),
+        ({"eps": float("nan")}, ValueError, r"eps must lie in \[0, inf\]"),
         ({"eps": torch.tensor(1e-7)}, TypeError, "eps must be a real number"),
     ]
 
@@ -112,19 +112,18 @@ class TestWeightedChannelSum(OpTester):
             expected = reference.weighted_channel_sum(act, grad, method)
             torch.testing.assert_close(out, expected, equal_nan=True, rtol=1e-5, atol=1e-6)
             assert out[0].isfinite().all() and out[1].isnan().any()
+        # eps = 0: the dead channel's weight is 0 / 0, as in eager PyTorch.
+        assert camfast.weighted_channel_sum(act, grad, "xgrad-cam", eps=0.0, backend=backend)[0].isnan().all()
 
     @every_backend
     def test_ops_check_their_arguments_when_called_directly(self, device, backend):
+        """The arguments other than tensors' shapes, dtypes and devices (tests/test_entry_points.py)."""
         op = self.compiled_op(backend)
         act, grad = torch.rand(2, 3, 4, 4, device=device), torch.randn(2, 3, 4, 4, device=device)
         cases = [
             ((act, grad, "gradcam", 1e-7), "method must be one of"),
-            ((act, grad[:1], "grad-cam", 1e-7), "grad must have act's shape"),
-            ((act, grad[0], "grad-cam", 1e-7), "grad must be 4-D"),
-            ((act, grad.double(), "grad-cam", 1e-7), "same dtype"),
-            ((act, grad.to("meta"), "grad-cam", 1e-7), "same device"),
             ((act[:, :, :0], grad[:, :, :0], "grad-cam", 1e-7), "h > 0 and w > 0"),
-            ((act, grad, "xgrad-cam", 0.0), "eps must be a finite number > 0"),
+            ((act, grad, "xgrad-cam", -1.0), r"eps must lie in \[0, inf\]"),
         ]
         for args, message in cases:
             with pytest.raises((RuntimeError, ValueError), match=message):

@@ -12,6 +12,7 @@ from .ablation import AblationCAM
 from .eigen import EigenCAM, EigenGradCAM
 from .fullgrad import FullGrad
 from .finer import FinerCAM
+from .fully import FullyCAM
 from .gradient import (CAM, FEM, GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM, LayerCAM, ShapleyCAM,
                        XGradCAM)
 from .overlay import jet, overlay
@@ -20,6 +21,6 @@ from .score import ISCAM, PRESETS, SSCAM, ScoreCAM
 from .smooth import SmoothGradCAMpp
 from .transformers import TokenGrid
 
-__all__ = ["CAM", "FEM", "AblationCAM", "EigenCAM", "EigenGradCAM", "FinerCAM", "FullGrad", "GradCAM",
+__all__ = ["CAM", "FEM", "AblationCAM", "EigenCAM", "EigenGradCAM", "FinerCAM", "FullGrad", "FullyCAM", "GradCAM",
            "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "ISCAM", "LayerCAM", "PRESETS", "RefineCAM", "SSCAM",
            "ScoreCAM", "ShapleyCAM", "SmoothGradCAMpp", "TokenGrid", "XGradCAM", "jet", "overlay"]

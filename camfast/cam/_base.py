@@ -156,12 +156,12 @@ def shift_scale(maps: torch.Tensor, eps: float) -> torch.Tensor:
     return shifted / (shifted.flatten(-2).amax(-1)[..., None, None] + eps)
 
 
-def resize(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear, align_corners=False, over the last two dims of [..., h, w] (a no-op at size)."""
+def resize(maps: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
+    """Bilinear over the last two dims of [..., h, w] (a no-op at size)."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
     flat = maps.reshape(-1, 1, *maps.shape[-2:])
-    out = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
+    out = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=align_corners)
     return out.view(*maps.shape[:-2], *size)
 
 

@@ -3,7 +3,9 @@ Grad-CAM element-wise, XGrad-CAM, LayerCAM, ShapleyCAM and FEM.
 
 Each gradient method is one reduction of the activation A and its gradient g, written in its
 `layer_map` (or `channel_weights`); everything else (targets, several layers and classes, the
-fusion, the output) is shared in `_GradientCAM`.
+fusion, the output) is shared in `_GradientCAM`. The reductions of Grad-CAM, Grad-CAM++,
+HiResCAM, Grad-CAM element-wise, XGrad-CAM and LayerCAM are the fused op
+`camfast.weighted_channel_sum`, which reads A and g once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_in_range, check_number, check_positive
+from ..ops import weighted_channel_sum
 from ._base import (Explainer, Scores, check_connected, check_differentiable, check_fuse, check_logits,
                     class_gradients, fuse_layers, layer_name, resolve_layer)
 
@@ -143,8 +146,8 @@ class GradCAM(_GradientCAM):
         torch.Size([2, 2, 16, 16])
     """
 
-    def channel_weights(self, act, grad):
-        return grad.mean((2, 3))
+    def layer_map(self, act, grad):
+        return weighted_channel_sum(act, grad, "grad-cam")
 
 
 class GradCAMPlusPlus(_GradientCAM):
@@ -175,18 +178,8 @@ class GradCAMPlusPlus(_GradientCAM):
         super().__init__(model, target_layer, **options)
         self.variant = check_choice(variant, "variant", ("official", "grad-cam"))
 
-    def channel_weights(self, act, grad):
-        g2 = grad * grad
-        spatial_sum = act.sum((2, 3), keepdim=True)
-        if self.variant == "grad-cam":
-            alpha = g2 / (2 * g2 + spatial_sum * g2 * grad + 1e-6)
-            alpha = torch.where(grad != 0, alpha, torch.zeros_like(alpha))
-        else:
-            denom = 2 * g2 + spatial_sum * g2 * grad
-            alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
-            total = alpha.sum((2, 3), keepdim=True)
-            alpha = alpha / torch.where(total != 0, total, torch.ones_like(total))
-        return (alpha * grad.relu()).sum((2, 3))
+    def layer_map(self, act, grad):
+        return weighted_channel_sum(act, grad, "grad-cam++" if self.variant == "official" else "grad-cam++/grad-cam")
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", variant={self.variant!r})"
@@ -210,7 +203,7 @@ class HiResCAM(_GradientCAM):
     """
 
     def layer_map(self, act, grad):
-        return torch.einsum("nkhw,nkhw->nhw", grad, act).relu()
+        return weighted_channel_sum(act, grad, "hires-cam")
 
 
 class GradCAMElementWise(_GradientCAM):
@@ -218,16 +211,16 @@ class GradCAMElementWise(_GradientCAM):
 
     Example:
         >>> import torch
+        >>> from torch import nn
         >>> from camfast.cam import GradCAMElementWise
-        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-        ...     torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-        ...     torch.nn.Linear(8, 5)).eval()
-        >>> GradCAMElementWise(model, "1")(torch.rand(2, 3, 16, 16), targets=[[1, 2], [3, 4]]).shape
-        torch.Size([2, 2, 16, 16])
+        >>> features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU())
+        >>> model = nn.Sequential(features, nn.Conv2d(4, 6, 1), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+        >>> GradCAMElementWise(model, features)(torch.rand(2, 3, 12, 12), targets=[[0, 1], [2, 0]]).shape
+        torch.Size([2, 2, 12, 12])
     """
 
     def layer_map(self, act, grad):
-        return (grad * act).relu_().sum(1)
+        return weighted_channel_sum(act, grad, "element-wise")  # its final ReLU changes nothing
 
 
 class XGradCAM(_GradientCAM):
@@ -263,8 +256,8 @@ class XGradCAM(_GradientCAM):
         super().__init__(model, target_layer, fuse=options["fuse"], score=score, reshape_transform=reshape_transform)
         self.preset, self.eps = preset, check_in_range(options["eps"], "eps", 0.0, math.inf)
 
-    def channel_weights(self, act, grad):
-        return torch.einsum("nkhw,nkhw->nk", grad, act) / (act.sum((2, 3)) + self.eps)
+    def layer_map(self, act, grad):
+        return weighted_channel_sum(act, grad, "xgrad-cam", eps=self.eps)
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", preset={self.preset!r})"
@@ -311,10 +304,15 @@ class LayerCAM(_GradientCAM):
             self.scale = tanh_scale(self.gamma)
 
     def layer_map(self, act, grad):
-        return torch.einsum("nkhw,nkhw->nhw", grad.relu(), act).relu()
+        return layer_cam(act, grad)
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", preset={self.preset!r})"
+
+
+def layer_cam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """LayerCAM's map of one layer, [N, K, h, w] -> [N, h, w]: ReLU(sum_k ReLU(g_k) * A_k)."""
+    return weighted_channel_sum(act, grad, "layer-cam")
 
 
 class ShapleyCAM(GradCAM):

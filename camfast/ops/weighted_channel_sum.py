@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import _backend, reference
 from .._precision import promoted
-from .._validation import check_choice, check_float_tensor, check_nchw, check_positive, check_same_device
+from .._validation import check_choice, check_float_tensor, check_in_range, check_nchw, check_same_device
 from ..reference.weighted_channel_sum import METHODS, XGRAD_EPS
 
 
@@ -39,7 +41,8 @@ def weighted_channel_sum(
         act: Tensor[N, K, h, w], the target layer's activation, any strides.
         grad: Tensor[N, K, h, w], or Tensor[T, N, K, h, w] for T classes per image; on act's device.
         method: one of the names above.
-        eps: added to sum_ij A_k by "xgrad-cam" (grad-cam's 1e-7; torchcam uses 1e-8); unused otherwise.
+        eps: >= 0, added to sum_ij A_k by "xgrad-cam" (grad-cam's 1e-7; torchcam uses 1e-8, the
+            authors' code 1e-6); unused otherwise.
         backend: None/"auto", "cpp", "triton" or "reference" (see camfast.show_config()).
 
     Returns:
@@ -64,7 +67,7 @@ def weighted_channel_sum(
         raise ValueError(f"grad must have act's shape [N, K, h, w] = {tuple(act.shape)} in its last four "
                          f"dimensions, got {tuple(grad.shape)}")
     method = check_choice(method, "method", METHODS)
-    eps = check_positive(eps, "eps")
+    eps = check_in_range(eps, "eps", 0.0, math.inf)
     act, grad = promoted(act, grad)
     chosen = _backend.choose(backend, act, grad)
     if chosen == "reference":
