@@ -118,14 +118,11 @@ class TestWeightedChannelSum(OpTester):
 
     @every_backend
     def test_ops_check_their_arguments_when_called_directly(self, device, backend):
+        """The arguments other than tensors' shapes, dtypes and devices (tests/test_entry_points.py)."""
         op = self.compiled_op(backend)
         act, grad = torch.rand(2, 3, 4, 4, device=device), torch.randn(2, 3, 4, 4, device=device)
         cases = [
             ((act, grad, "gradcam", 1e-7), "method must be one of"),
-            ((act, grad[:1], "grad-cam", 1e-7), "grad must have act's shape"),
-            ((act, grad[0], "grad-cam", 1e-7), "grad must be 4-D"),
-            ((act, grad.double(), "grad-cam", 1e-7), "same dtype"),
-            ((act, grad.to("meta"), "grad-cam", 1e-7), "same device"),
             ((act[:, :, :0], grad[:, :, :0], "grad-cam", 1e-7), "h > 0 and w > 0"),
             ((act, grad, "xgrad-cam", -1.0), r"eps must lie in \[0, inf\]"),
         ]
