@@ -160,14 +160,17 @@ def gradcam_explain(method: str, model, layer, x, targets, batch_size: int | Non
     return torch.from_numpy(out)
 
 
-def gradcam_finer(model, layer, x, targets) -> torch.Tensor:
+def gradcam_finer(model, layer, x, targets=None) -> torch.Tensor:
     """grad-cam's FinerCAM (base GradCAM, its defaults: alpha 1, comparison ranks 1-3): [N, H, W].
 
-    grad-cam applies the Finer-CAM objective only when it picks the targets itself, for one
-    `target_idx` shared by the batch, so each image runs alone with its own class.
+    grad-cam applies the Finer-CAM objective only when it picks the targets itself: with
+    targets=None for the predicted classes in one call; otherwise for one `target_idx` shared by
+    the batch, so each image runs alone with its own class.
     """
     lib = load("grad-cam")
     with lib.FinerCAM(model=model, target_layers=_layers(layer)) as cam:
+        if targets is None:
+            return torch.from_numpy(cam(input_tensor=x, targets=None))
         maps = [cam(input_tensor=x[i:i + 1], targets=None, target_idx=t) for i, t in enumerate(_ints(targets))]
     return torch.from_numpy(numpy.concatenate(maps))
 

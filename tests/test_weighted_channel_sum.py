@@ -59,11 +59,12 @@ class TestWeightedChannelSum(OpTester):
         act_shape, classes = shape
         # Signed activations, mostly positive (as after a ReLU or a batch norm), so that every
         # method's map differs and sum A stays away from -eps; gradients of the size real layers
-        # get, so that S g stays away from -2, where Grad-CAM++'s alpha is singular and any two
-        # summation orders disagree (random unit gradients land there within a few hundred values).
+        # get (1e-3), so that S g stays far from -2, where Grad-CAM++'s alpha 1 / (2 + S g) is
+        # singular and any two evaluation orders disagree (with unit gradients a few hundred
+        # random values land near it; with 0.01 on a 14 x 14 map, S ~ 100, still some do).
         act = in_layout((torch.randn(act_shape, device=device) + 0.5).to(dtype), layout)
         n, k, h, w = act_shape
-        grad = (0.01 * torch.randn((1 if classes is None else classes) * n, k, h, w, device=device)).to(dtype)
+        grad = (1e-3 * torch.randn((1 if classes is None else classes) * n, k, h, w, device=device)).to(dtype)
         grad = in_layout(grad, layout)
         return act, grad if classes is None else grad.view(classes, *act_shape)
 
@@ -117,14 +118,11 @@ class TestWeightedChannelSum(OpTester):
 
     @every_backend
     def test_ops_check_their_arguments_when_called_directly(self, device, backend):
+        """The arguments other than tensors' shapes, dtypes and devices (tests/test_entry_points.py)."""
         op = self.compiled_op(backend)
         act, grad = torch.rand(2, 3, 4, 4, device=device), torch.randn(2, 3, 4, 4, device=device)
         cases = [
             ((act, grad, "gradcam", 1e-7), "method must be one of"),
-            ((act, grad[:1], "grad-cam", 1e-7), "grad must have act's shape"),
-            ((act, grad[0], "grad-cam", 1e-7), "grad must be 4-D"),
-            ((act, grad.double(), "grad-cam", 1e-7), "same dtype"),
-            ((act, grad.to("meta"), "grad-cam", 1e-7), "same device"),
             ((act[:, :, :0], grad[:, :, :0], "grad-cam", 1e-7), "h > 0 and w > 0"),
             ((act, grad, "xgrad-cam", -1.0), r"eps must lie in \[0, inf\]"),
         ]

@@ -211,12 +211,12 @@ class GradCAMElementWise(_GradientCAM):
 
     Example:
         >>> import torch
+        >>> from torch import nn
         >>> from camfast.cam import GradCAMElementWise
-        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-        ...     torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-        ...     torch.nn.Linear(8, 5)).eval()
-        >>> GradCAMElementWise(model, "1")(torch.rand(2, 3, 16, 16), targets=[[1, 2], [3, 4]]).shape
-        torch.Size([2, 2, 16, 16])
+        >>> features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU())
+        >>> model = nn.Sequential(features, nn.Conv2d(4, 6, 1), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+        >>> GradCAMElementWise(model, features)(torch.rand(2, 3, 12, 12), targets=[[0, 1], [2, 0]]).shape
+        torch.Size([2, 2, 12, 12])
     """
 
     def layer_map(self, act, grad):

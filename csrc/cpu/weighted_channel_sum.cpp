@@ -1,8 +1,11 @@
 // The gradient CAM methods' raw map on the CPU, NCHW and channels_last in place.
 //
 // Weighted methods first: per image (class t, sample n), each channel's spatial sums and its
-// weight, one task per image. Then every method: per image and block of pixels, the channel sum
-// and the ReLU. A channel's map (P values) stays in L1 between the passes of the first step.
+// weight, one task per image. Then every method: per sample and block of pixels, the channel
+// sums of every class and the ReLU. A channel's map (P values) stays in L1 between the passes of
+// the first step, and a block of A in cache across the classes of the second. The loops are
+// compute-bound once the data sit in cache (BenchNet's layers are 0.4 to 3 MB), so they are
+// compiled for AVX-512, AVX2 and the baseline (CAMFAST_SIMD_CLONES).
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -15,6 +18,7 @@
 #include "../ops/weighted_channel_sum.h"
 #include "loops.h"
 #include "planes.h"
+#include "simd.h"
 
 namespace camfast {
 namespace {
@@ -23,67 +27,107 @@ using torch::stable::Tensor;
 using cpu::Unit;
 using weighted_channel_sum::Method;
 
+// Products, alphas and sums run in double (sum_t) for every input type: every product and alpha
+// is then exact or nearly, so the map is correct to its final rounding even where the channel sum
+// cancels (the wider type costs little once the loops are compiled for AVX2 and AVX-512:
+// benchmarks/NOTES.md).
+using cpu::kChannelBlock;
+
+template <class T, Unit U> cpu::Plane<const T, U> plane(const T* base, const NCP& v) {
+  return {base, v.stride_c, v.stride_p};
+}
+
+// Per-task scratch of the weights pass: three sums per channel.
+template <class S> struct WeightScratch {
+  std::vector<S> s, num, den;
+  explicit WeightScratch(int64_t C) : s(C), num(C), den(C) {}
+};
+
+// w[c]: the weights of image i's C channels, from their spatial sums (a channel's rows stay in
+// cache between the sums).
+template <Method M, class T, Unit U>
+CAMFAST_SIMD_CLONES void image_weights(const weighted_channel_sum::IO& io, int64_t i, sum_t eps,
+                                       WeightScratch<sum_t>& t, sum_t* w) {
+  using S = sum_t;
+  const NCP& v = io.a;
+  const auto a = plane<T, U>(io.act.const_data_ptr<T>() + io.act_offset(i), io.a);
+  const auto g = plane<T, U>(io.grad.const_data_ptr<T>() + io.grad_offset(i), io.g);
+  for (auto* sums : {&t.s, &t.num, &t.den}) std::fill(sums->begin(), sums->end(), S(0));
+  const S* s = t.s.data();
+  if constexpr (weighted_channel_sum::needs_s(M)) {
+    cpu::add_pixel_sums<U>(v, 0, v.P, t.s.data(), [&](int64_t c, int64_t p) { return S(a(c, p)); });
+  }
+  cpu::add_pixel_sums<U>(v, 0, v.P, t.num.data(), [&](int64_t c, int64_t p) {
+    return weighted_channel_sum::numerator<M>(S(g(c, p)), M == Method::grad_cam ? S(0) : S(a(c, p)), s[c]);
+  });
+  if constexpr (weighted_channel_sum::needs_den(M)) {
+    cpu::add_pixel_sums<U>(v, 0, v.P, t.den.data(), [&](int64_t c, int64_t p) {
+      return weighted_channel_sum::denominator<M>(S(g(c, p)), S(a(c, p)), s[c]);
+    });
+  }
+  for (int64_t c = 0; c < v.C; ++c) w[c] = weighted_channel_sum::weight<M>(t.num[c], t.den[c], v.P, eps);
+}
+
+// out[t, n, p] for every class t and the pixels [p0, p1) of sample n: per block of channels, the
+// channel sums of each class (the block of A stays in cache across the classes), then the ReLU.
+template <Method M, class T, Unit U>
+CAMFAST_SIMD_CLONES void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_t p1,
+                                   const sum_t* w, sum_t* part, sum_t* sum) {
+  using S = sum_t;
+  const int64_t len = p1 - p0, N = io.a.N, C = io.a.C;
+  std::fill(sum, sum + io.T * len, S(0));
+  for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
+    NCP block = io.a;
+    block.C = std::min(C, c0 + kChannelBlock) - c0;
+    const auto a = plane<T, U>(io.act.const_data_ptr<T>() + io.act_offset(n) + c0 * io.a.stride_c, io.a);
+    for (int64_t t = 0; t < io.T; ++t) {
+      const int64_t i = t * N + n;
+      if constexpr (weighted_channel_sum::weighted(M)) {
+        const S* wi = w + i * C + c0;
+        cpu::channel_sums<U>(block, p0, p1, part, [&](int64_t c, int64_t p) { return wi[c] * S(a(c, p)); });
+      } else {
+        const auto g = plane<T, U>(io.grad.const_data_ptr<T>() + io.grad_offset(i) + c0 * io.g.stride_c, io.g);
+        cpu::channel_sums<U>(block, p0, p1, part, [&](int64_t c, int64_t p) {
+          return weighted_channel_sum::term<M>(S(g(c, p)), S(a(c, p)));
+        });
+      }
+      S* st = sum + t * len;
+#pragma omp simd
+      for (int64_t k = 0; k < len; ++k) st[k] += part[k];
+    }
+  }
+  T* out = io.out.mutable_data_ptr<T>();
+  for (int64_t t = 0; t < io.T; ++t) {
+    T* row = out + (t * N + n) * io.a.P + p0;
+    for (int64_t k = 0; k < len; ++k) row[k] = T(weighted_channel_sum::relu(sum[t * len + k]));
+  }
+}
+
 template <class T> struct Kernel {
-  // Weights and sums in double (sum_t): these maps are small and read from cache.
   using A = sum_t;
   const weighted_channel_sum::IO& io;
   A eps;
 
-  template <Unit U> cpu::Plane<const T, U> act(int64_t i) const {
-    return {io.act.const_data_ptr<T>() + io.act_offset(i), io.a.stride_c, io.a.stride_p};
-  }
-  template <Unit U> cpu::Plane<const T, U> grad(int64_t i) const {
-    return {io.grad.const_data_ptr<T>() + io.grad_offset(i), io.g.stride_c, io.g.stride_p};
-  }
-
-  // w[i * K + k]: channel k's weight in image i, from its spatial sums.
+  // w[i * K + k]: channel k's weight in image i = t * N + n. Tasks run sample-major, so the
+  // classes of one sample follow each other and find its A in cache.
   template <Method M, Unit U> std::vector<A> weights() const {
     const NCP& v = io.a;
     std::vector<A> w(io.images() * v.C);
     const int64_t grain = std::max<int64_t>(1, cpu::kGrainElements / std::max<int64_t>(1, v.C * v.P));
     torch::stable::parallel_for(0, io.images(), grain, [&](int64_t begin, int64_t end) {
-      std::vector<A> s(v.C), num(v.C), den(v.C);
-      for (int64_t i = begin; i < end; ++i) {
-        const auto a = act<U>(i);
-        const auto g = grad<U>(i);
-        for (auto* sums : {&s, &num, &den}) std::fill(sums->begin(), sums->end(), A(0));
-        if constexpr (weighted_channel_sum::needs_s(M)) {
-          cpu::add_pixel_sums<U>(v, 0, v.P, s.data(), [&](int64_t c, int64_t p) { return A(a(c, p)); });
-        }
-        cpu::add_pixel_sums<U>(v, 0, v.P, num.data(), [&](int64_t c, int64_t p) {
-          return weighted_channel_sum::numerator<M>(A(g(c, p)), A(a(c, p)), s[c]);
-        });
-        if constexpr (weighted_channel_sum::needs_den(M)) {
-          cpu::add_pixel_sums<U>(v, 0, v.P, den.data(), [&](int64_t c, int64_t p) {
-            return weighted_channel_sum::denominator<M>(A(g(c, p)), A(a(c, p)), s[c]);
-          });
-        }
-        for (int64_t c = 0; c < v.C; ++c) w[i * v.C + c] = weighted_channel_sum::weight<M>(num[c], den[c], v.P, eps);
+      WeightScratch<A> scratch(v.C);
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t i = (j % io.T) * v.N + j / io.T;
+        image_weights<M, T, U>(io, i, eps, scratch, w.data() + i * v.C);
       }
     });
     return w;
   }
 
-  // out[i, p] = ReLU(sum_k term), per image and block of pixels.
   template <Method M, Unit U> void maps(const std::vector<A>& w) const {
-    const NCP& v = io.a;
-    NCP images = v;
-    images.N = io.images();
-    T* out = io.out.mutable_data_ptr<T>();
-    cpu::parallel_pixel_blocks(images, cpu::pixels_per_block(v, sizeof(T)), [&](int64_t i, int64_t p0, int64_t p1) {
-      std::vector<A> sum(p1 - p0);
-      const auto a = act<U>(i);
-      if constexpr (weighted_channel_sum::weighted(M)) {
-        const A* wi = w.data() + i * v.C;
-        cpu::channel_sums<U>(v, p0, p1, sum.data(), [&](int64_t c, int64_t p) { return wi[c] * A(a(c, p)); });
-      } else {
-        const auto g = grad<U>(i);
-        cpu::channel_sums<U>(v, p0, p1, sum.data(), [&](int64_t c, int64_t p) {
-          return weighted_channel_sum::term<M>(A(g(c, p)), A(a(c, p)));
-        });
-      }
-      T* row = out + i * v.P;
-      for (int64_t p = p0; p < p1; ++p) row[p] = T(weighted_channel_sum::relu(sum[p - p0]));
+    cpu::parallel_pixel_blocks(io.a, cpu::pixels_per_block(io.a, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
+      std::vector<A> part(p1 - p0), sum(io.T * (p1 - p0));
+      map_block<M, T, U>(io, n, p0, p1, w.data(), part.data(), sum.data());
     });
   }
 

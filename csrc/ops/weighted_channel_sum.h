@@ -18,7 +18,7 @@ namespace camfast::weighted_channel_sum {
 
 using torch::stable::Tensor;
 
-constexpr const char* kOp = "weighted_channel_sum";
+constexpr const char* kOp = "camfast::weighted_channel_sum";
 
 // The names of camfast.weighted_channel_sum's `method`, in the order of Method.
 constexpr const char* kMethodNames[] = {"grad-cam",  "xgrad-cam",    "grad-cam++", "grad-cam++/grad-cam",
@@ -70,22 +70,17 @@ inline Tensor with_class_axis(const Tensor& grad) {
 }
 
 inline IO prepare(Tensor act, const Tensor& grad, const std::string& method, double eps) {
-  check_rank(act, 4, kOp, "act");
-  STD_TORCH_CHECK(grad.dim() == 4 || grad.dim() == 5, kOp, ": grad must be 4-D [N, K, h, w] or 5-D [T, N, K, h, w], got ",
-                  grad.dim(), "-D");
-  check_same_device(act, grad, kOp, "act", "grad");
-  check_same_dtype(act, grad, kOp, "act", "grad");
-  const int64_t lead = grad.dim() - 4;
-  for (int64_t d = 0; d < 4; ++d) {
-    STD_TORCH_CHECK(grad.size(lead + d) == act.size(d), kOp, ": grad must have act's shape [N, K, h, w] in its last ",
-                    "four dimensions; they differ in dimension ", lead + d);
-  }
+  const ArgCheck check(kOp, act, "act", 4, kFloating);
+  STD_TORCH_CHECK(grad.dim() == 4 || grad.dim() == 5, kOp,
+                  ": grad must be 4-D [N, K, h, w] or 5-D [T, N, K, h, w], got ", grad.dim(), "-D");
+  const int64_t N = act.size(0), K = act.size(1), h = act.size(2), w = act.size(3);
+  if (grad.dim() == 4) check(grad, "grad", {N, K, h, w}, {act.scalar_type()});
+  else check(grad, "grad", {kAnySize, N, K, h, w}, {act.scalar_type()});
   STD_TORCH_CHECK(act.size(2) > 0 && act.size(3) > 0, kOp, ": act must have h > 0 and w > 0");
   STD_TORCH_CHECK(eps >= 0, kOp, ": eps must lie in [0, inf], got ", eps);  // NaN fails too
   const Method m = parse_method(method);
   act = with_mergeable_hw(act);
   const Tensor g5 = with_class_axis(grad);
-  const int64_t N = act.size(0), K = act.size(1), h = act.size(2), w = act.size(3);
   const NCP g{N, K, h * w, g5.stride(1), g5.stride(2), w == 1 ? g5.stride(3) : g5.stride(4)};
   Tensor out = grad.dim() == 4 ? torch::stable::new_empty(act, {N, h, w})
                                : torch::stable::new_empty(act, {grad.size(0), N, h, w});
