@@ -14,6 +14,16 @@ Providers of a case (each computes the same maps; peers that are not installed a
                constant ones included, masks from the reference op; the speed-up column of the
                other providers is measured against it. Gradient methods have no reference: their
                rows compare camfast with the peers directly
+  camfast-layercam
+               fully_cam only: camfast's LayerCAM with every conv as a target layer (every
+               gradient from one autograd.grad call), beside FullyCAM's one-layer-at-a-time hooks
+  camfast 10 calls
+               "10 classes" cases: ten single-class calls, beside camfast's [N, 10] targets in one call
+
+Cases: Score-CAM (three presets); Grad-CAM and Grad-CAM++ at layer4 and expand; each method of
+the gradient family at layer4, 8 images (HiResCAM, element-wise, XGrad-CAM, LayerCAM, ShapleyCAM
+with the ReST objective, FEM, Finer-CAM on the predicted classes); FullyCAM over every conv
+against the peers' LayerCAM with the same 13 target layers; 10 classes per image.
 
 The model is benchmarks.cam_models.BenchNet, ResNet-like with random weights: "layer4" gives 256
 maps at 7x7 and "expand" (a 1x1 conv, as in ResNet-50's last block) 2048 maps at 7x7 for a 224x224
@@ -108,6 +118,68 @@ def _gradient_cases(model, x, targets, layer) -> list[Case]:
             Case(op="grad_cam_pp[grad-cam]", mode="explain", shape=label, dtype="float32", providers=plus)]
 
 
+def _family_cases(model, x, targets, layer) -> list[Case]:
+    """The gradient family at one layer: camfast (default preset) beside each peer's own method."""
+    module = dict(model.named_modules())[layer]
+    predicted = model(x).argmax(1)
+    g, t = peers.gradcam_explain, peers.torchcam_explain
+    rows = [  # (op, camfast, grad-cam provider or None, torchcam provider or None)
+        ("hires_cam", lambda: cc.HiResCAM(model, layer)(x, targets),
+         lambda: g("HiResCAM", model, module, x, targets), None),
+        ("grad_cam_elementwise", lambda: cc.GradCAMElementWise(model, layer)(x, targets),
+         lambda: g("GradCAMElementWise", model, module, x, targets), None),
+        ("xgrad_cam", lambda: cc.XGradCAM(model, layer)(x, targets),
+         lambda: g("XGradCAM", model, module, x, targets), lambda: t("XGradCAM", model, layer, x, targets)),
+        ("layer_cam", lambda: cc.LayerCAM(model, layer)(x, targets),
+         lambda: g("LayerCAM", model, module, x, targets), lambda: t("LayerCAM", model, layer, x, targets)),
+        ("shapley_cam[rest]", lambda: cc.ShapleyCAM(model, layer, objective="rest")(x, targets),
+         lambda: g("ShapleyCAM", model, module, x, targets, objective="rest"), None),
+        ("fem", lambda: cc.FEM(model, layer)(x, targets), lambda: g("FEM", model, module, x, targets), None),
+        # The predicted classes: grad-cam applies its Finer-CAM objective only to those.
+        ("finer_cam", lambda: cc.FinerCAM(model, layer)(x), lambda: peers.gradcam_finer(model, module, x),
+         lambda: t("FinerCAM", model, layer, x, predicted)),
+    ]
+    label = _label(x, activation(model, layer, x))
+    cases = []
+    for op, ours, gradcam, torchcam in rows:
+        providers = {"camfast": ours}
+        if peers.available("grad-cam"):
+            providers["grad-cam"] = gradcam
+        if torchcam is not None and peers.available("torchcam"):
+            providers["torchcam"] = torchcam
+        cases.append(Case(op=op, mode="explain", shape=label, dtype="float32", providers=providers))
+    return cases
+
+
+def _fully_case(model, x, targets) -> Case:
+    """FullyCAM over every conv against LayerCAM with the same target layers: grad-cam's (mean
+    fusion, which FullyCAM's default reproduces), torchcam's (+ fuse_cams: tanh and max, the same
+    work) and camfast's own LayerCAM, which takes every layer's gradient from one autograd.grad call."""
+    convs = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    modules = [dict(model.named_modules())[name] for name in convs]
+    providers = {"camfast": lambda: cc.FullyCAM(model)(x, targets),
+                 "camfast-layercam": lambda: cc.LayerCAM(model, convs, preset="grad-cam")(x, targets)}
+    if peers.available("grad-cam"):
+        providers["grad-cam"] = lambda: peers.gradcam_explain("LayerCAM", model, modules, x, targets)
+    if peers.available("torchcam"):
+        providers["torchcam"] = lambda: peers.torchcam_explain("LayerCAM", model, convs, x, targets)
+    return Case(op="fully_cam", mode="explain", shape=f"{'x'.join(map(str, x.shape))} @ {len(convs)} convs",
+                dtype="float32", providers=providers)
+
+
+def _classes_cases(model, x, targets, classes: int) -> list[Case]:
+    """10 classes per image in one call against 10 single-class calls, camfast alone."""
+    many = (targets[:, None] + torch.arange(10, device=x.device) * 37) % classes  # [N, 10]
+    cases = []
+    for op, explainer in (("grad_cam", cc.GradCAM(model, "layer4")), ("layer_cam", cc.LayerCAM(model, "layer4")),
+                          ("fully_cam", cc.FullyCAM(model))):
+        providers = {"camfast": lambda e=explainer: e(x, many),
+                     "camfast 10 calls": lambda e=explainer: [e(x, many[:, t]) for t in range(10)]}
+        cases.append(Case(op=f"{op} 10 classes", mode="explain", shape="x".join(map(str, x.shape)),
+                          dtype="float32", providers=providers))
+    return cases
+
+
 def cases(device: torch.device, quick: bool) -> list[Case]:
     model, x = bench_net_and_image(quick, device)
     size = x.shape[-1]
@@ -121,4 +193,6 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
     tb = torch.arange(8, device=device) * (100 if not quick else 1)
     for layer in ("layer4", "expand"):
         result += _gradient_cases(model, xb, tb, layer)
-    return result
+    classes = model.fc.out_features
+    return (result + _family_cases(model, xb, tb, "layer4") + [_fully_case(model, xb, tb)]
+            + _classes_cases(model, xb, tb, classes))

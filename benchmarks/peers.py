@@ -19,6 +19,7 @@ import importlib.util
 import sys
 import types
 
+import numpy
 import torch
 import torch.nn.functional as F
 
@@ -134,33 +135,60 @@ def _ints(targets) -> list[int]:
     return [int(t) for t in targets]
 
 
-def gradcam_explain(method: str, model, layer, x, targets, batch_size: int | None = None, **options) -> torch.Tensor:
+def _layers(layer) -> list:
+    return list(layer) if isinstance(layer, (list, tuple)) else [layer]
+
+
+def gradcam_explain(method: str, model, layer, x, targets, batch_size: int | None = None, objective: str = "logit",
+                    **options) -> torch.Tensor:
     """grad-cam's `method` (e.g. "ScoreCAM", "GradCAM", "GradCAMPlusPlus"): [N, H, W] at input resolution.
 
-    The object (and so its hooks) lives only for this call: grad-cam's hooks copy the activation
-    to the host on every forward, which would slow down anything else run on the same model.
+    `layer`: a module or a list of modules (grad-cam fuses them by its mean rule). The object (and
+    so its hooks) lives only for this call: grad-cam's hooks copy the activation to the host on
+    every forward, which would slow down anything else run on the same model. `objective`:
+    "logit" (ClassifierOutputTarget) or "rest" (ClassifierOutputReST, ShapleyCAM's paper).
     `options` go to the method's constructor (e.g. AblationCAM's ratio_channels_to_ablate).
     """
     lib = load("grad-cam")
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget
 
-    with getattr(lib, method)(model=model, target_layers=[layer], **options) as cam:
+    target = {"logit": ClassifierOutputTarget, "rest": ClassifierOutputReST}[objective]
+    with getattr(lib, method)(model=model, target_layers=_layers(layer), **options) as cam:
         if batch_size is not None:
             cam.batch_size = batch_size
-        out = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in _ints(targets)])
+        out = cam(input_tensor=x, targets=[target(t) for t in _ints(targets)])
     return torch.from_numpy(out)
 
 
-def torchcam_explain(method: str, model, layer_name: str, x, targets, **kwargs) -> torch.Tensor:
-    """torchcam's `method` (e.g. "ScoreCAM", "GradCAM", "ISCAM", "CAM"): [N, h, w] at feature resolution."""
+def gradcam_finer(model, layer, x, targets=None) -> torch.Tensor:
+    """grad-cam's FinerCAM (base GradCAM, its defaults: alpha 1, comparison ranks 1-3): [N, H, W].
+
+    grad-cam applies the Finer-CAM objective only when it picks the targets itself: with
+    targets=None for the predicted classes in one call; otherwise for one `target_idx` shared by
+    the batch, so each image runs alone with its own class.
+    """
+    lib = load("grad-cam")
+    with lib.FinerCAM(model=model, target_layers=_layers(layer)) as cam:
+        if targets is None:
+            return torch.from_numpy(cam(input_tensor=x, targets=None))
+        maps = [cam(input_tensor=x[i:i + 1], targets=None, target_idx=t) for i, t in enumerate(_ints(targets))]
+    return torch.from_numpy(numpy.concatenate(maps))
+
+
+def torchcam_explain(method: str, model, layer_name, x, targets, **kwargs) -> torch.Tensor:
+    """torchcam's `method` (e.g. "ScoreCAM", "GradCAM", "ISCAM", "CAM"): [N, h, w] at feature resolution.
+
+    `layer_name`: a name or a list of names; several layers' maps are fused by the extractor's
+    own `fuse_cams` (which returns a single layer's map unchanged).
+    """
     methods = importlib.import_module("torchcam.methods")
     cls = getattr(methods, method)
-    gradient_based = method.startswith(("Grad", "Smooth", "XGrad", "Layer"))
+    gradient_based = method not in ("CAM", "ScoreCAM", "SSCAM", "ISCAM")
     with cls(model, target_layer=layer_name, input_shape=tuple(x.shape[1:]), **kwargs) as extractor:
         with torch.enable_grad() if gradient_based else torch.no_grad():
             scores = model(x)
             cams = extractor(class_idx=_ints(targets), scores=scores)
-    return cams[0].detach()
+        return extractor.fuse_cams(cams).detach()
 
 
 def captum_gradcam(model, layer, x, targets) -> torch.Tensor:

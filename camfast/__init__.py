@@ -13,6 +13,7 @@ from .ops import (
     spatial_soft_argmax2d,
     spatial_softmax2d,
     thresholded_avg_pool2d,
+    weighted_channel_sum,
 )
 
 _backend.load_triton_ops()
@@ -31,4 +32,5 @@ __all__ = [
     "spatial_soft_argmax2d",
     "spatial_softmax2d",
     "thresholded_avg_pool2d",
+    "weighted_channel_sum",
 ]

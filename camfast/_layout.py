@@ -13,7 +13,8 @@ import torch
 
 
 def spatial_axes_merge(x: torch.Tensor) -> bool:
-    return x.shape[2] == 1 or x.shape[3] == 1 or x.stride(2) == x.stride(3) * x.shape[3]
+    """Whether the last two (spatial) axes merge into one strided axis."""
+    return x.shape[-2] == 1 or x.shape[-1] == 1 or x.stride(-2) == x.stride(-1) * x.shape[-1]
 
 
 def with_mergeable_hw(x: torch.Tensor) -> torch.Tensor:
@@ -21,9 +22,9 @@ def with_mergeable_hw(x: torch.Tensor) -> torch.Tensor:
 
 
 def ncp_strides(x: torch.Tensor) -> tuple[int, int, int]:
-    """(stride of N, stride of C, stride of the flattened H*W axis) of a mergeable x."""
-    s_p = x.stride(3) if x.shape[3] != 1 else x.stride(2)
-    return x.stride(0), x.stride(1), s_p
+    """(stride of N, stride of C, stride of the flattened H*W axis) of a mergeable x [..., N, C, H, W]."""
+    s_p = x.stride(-1) if x.shape[-1] != 1 else x.stride(-2)
+    return x.stride(-4), x.stride(-3), s_p
 
 
 def channels_inner(x: torch.Tensor) -> bool:

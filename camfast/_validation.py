@@ -14,16 +14,18 @@ import torch
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def check_float_tensor(x, name: str, ndim: int, layout: str) -> None:
-    """x is a floating-point tensor of rank `ndim`, described to the user as `layout`."""
+def check_float_tensor(x, name: str, ndim: int | tuple[int, ...], layout: str) -> None:
+    """x is a floating-point tensor of rank `ndim` (or one of several), described to the user as `layout`."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor {layout}, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}"
         )
-    if x.dim() != ndim:
-        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(x.shape)}")
+    ranks = (ndim,) if isinstance(ndim, int) else ndim
+    if x.dim() not in ranks:
+        ranks_text = " or ".join(f"{r}-D" for r in ranks)
+        raise ValueError(f"{name} must be {ranks_text} {layout}, got shape {tuple(x.shape)}")
 
 
 def check_nchw(x, name: str = "x") -> None:

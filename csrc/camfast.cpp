@@ -35,6 +35,11 @@ STABLE_TORCH_LIBRARY(camfast, m) {
   // Not differentiable (explainer inputs); no backward op.
   m.def("score_cam_masks(Tensor act, Tensor image, bool align_corners, bool normalize_feature) -> (Tensor, Tensor)");
 
+  // The gradient CAM methods' raw map: [N, h, w] for grad [N, K, h, w], [T, N, h, w] for grad
+  // [T, N, K, h, w], contiguous. method: a name of camfast.weighted_channel_sum's; eps: XGrad-CAM's.
+  // Not differentiable (an explainer's output); no backward op.
+  m.def("weighted_channel_sum(Tensor act, Tensor grad, str method, float eps) -> Tensor");
+
   // Attention-based dropout: (out like x, selected [N, 1, H, W]: the map x was multiplied by).
   // drop [N] (bool or uint8) picks each sample's branch: the drop mask, else the importance map.
   m.def("adl(Tensor x, Tensor drop, float threshold) -> (Tensor, Tensor)");

@@ -31,6 +31,8 @@ def cases(device: torch.device):
         ("channel_spatial_attention", camfast.channel_spatial_attention, reference.channel_spatial_attention, (x, s), True),
         ("attention_branch_mix", camfast.attention_branch_mix, reference.attention_branch_mix, (x, m), True),
         ("score_cam_masks", camfast.score_cam_masks, reference.score_cam_masks, (x[:2], image), False),
+        ("weighted_channel_sum", camfast.weighted_channel_sum, reference.weighted_channel_sum, (x.relu(), x.flip(0)),
+         False),
     ]
 
 

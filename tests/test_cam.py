@@ -224,6 +224,102 @@ def test_cam_matches_reference(net, x, nwc, relu):
     torch.testing.assert_close(out, to_image(raw.detach(), (32, 32)), atol=1e-5, rtol=1e-5)
 
 
+# Each method's raw map from the target layer's activation a and gradient g (TinyNet's
+# "features": GAP -> fc follows it).
+GRADIENT_REFS = [
+    pytest.param(lambda net: cc.HiResCAM(net, "features"), lambda a, g: (g * a).sum(1).relu(), id="hirescam"),
+    pytest.param(lambda net: cc.GradCAMElementWise(net, "features"), lambda a, g: (g * a).clamp_min(0).sum(1),
+                 id="gradcam-elementwise"),
+    pytest.param(lambda net: cc.XGradCAM(net, "features"),
+                 lambda a, g: ((g * a).sum((2, 3)) / (a.sum((2, 3)) + 1e-6))[:, :, None, None].mul(a).sum(1).relu(),
+                 id="xgradcam"),
+    pytest.param(lambda net: cc.LayerCAM(net, "features"), lambda a, g: (g.clamp_min(0) * a).sum(1).relu(),
+                 id="layercam"),
+]
+
+
+@pytest.mark.parametrize("make,ref", GRADIENT_REFS)
+def test_gradient_methods_match_their_formula(net, x, make, ref):
+    a, g = ref_gradients(net, x, TARGETS)
+    torch.testing.assert_close(make(net)(x, TARGETS), to_image(ref(a, g), (32, 32)), atol=1e-5, rtol=1e-5)
+
+
+def test_fem_matches_its_formula(net, x):
+    a = features(net, x).detach()
+    threshold = a.mean((2, 3), keepdim=True) + 2 * a.std((2, 3), unbiased=False, keepdim=True)
+    w = (a > threshold).double().mean((2, 3)).float()
+    expected = to_image((w[:, :, None, None] * a).sum(1).relu(), (32, 32))
+    torch.testing.assert_close(cc.FEM(net, "features")(x, TARGETS), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_shapleycam_second_order_term_by_finite_differences(net, x):
+    """g - H A / 2 with H A from central differences of the gradient along A (float64), for the
+    ReST objective y_c + log softmax(y)_c, which is curved in A although the head is linear."""
+    wide = copy.deepcopy(net).double()
+    a = features(wide, x.double()).detach()
+
+    def grad(act):
+        act = act.detach().requires_grad_()
+        logits = wide.head(act)
+        rest = logits.gather(1, TARGETS[:, None]) + logits.log_softmax(1).gather(1, TARGETS[:, None])
+        return torch.autograd.grad(rest.sum(), act)[0]
+
+    step = 1e-4
+    hessian_a = (grad(a + step * a) - grad(a - step * a)) / (2 * step)
+    w = (grad(a) - hessian_a / 2).mean((2, 3))
+    expected = to_image((w[:, :, None, None] * a).sum(1).relu().float(), (32, 32))
+    out = cc.ShapleyCAM(net, "features", objective="rest")(x, TARGETS)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    assert (out - cc.GradCAM(net, "features")(x, TARGETS)).abs().max() > 1e-2  # the term matters here
+    # With the logit, this head is linear in A: H A = 0, and ShapleyCAM is Grad-CAM.
+    torch.testing.assert_close(cc.ShapleyCAM(net, "features")(x, TARGETS), cc.GradCAM(net, "features")(x, TARGETS))
+
+
+@pytest.mark.parametrize("preset", ["official", "torchcam"])
+def test_finercam_objective(net, x, preset):
+    """Grad-CAM of the contrastive objective, written per image with NumPy's ordering."""
+    logits = net(x).detach()
+    alpha = {"official": 1.0, "torchcam": 0.6}[preset]
+    a = features(net, x).detach().requires_grad_()
+    y = net.head(a)
+    total = 0
+    for n, c in enumerate(TARGETS.tolist()):
+        order = (logits[n] - logits[n, c]).abs().numpy().argsort(kind="stable")
+        refs = [int(j) for j in order if j != c][:3]
+        if preset == "torchcam":
+            total = total + y[n, c] - alpha * y[n, refs].mean()
+        else:
+            p = y[n].softmax(0)[refs]
+            total = total + (p * (y[n, c] - alpha * y[n, refs])).sum() / (p.sum() + 1e-9)
+    (g,) = torch.autograd.grad(total, a)
+    expected = to_image((g.mean((2, 3))[:, :, None, None] * a).sum(1).relu().detach(), (32, 32))
+    torch.testing.assert_close(cc.FinerCAM(net, "features", preset=preset)(x, TARGETS), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_presets_and_their_overrides(net):
+    assert cc.XGradCAM(net, "features", preset="grad-cam").eps == 1e-7
+    assert cc.XGradCAM(net, "features", preset="torchcam", eps=1e-3).eps == 1e-3
+    assert cc.XGradCAM(net, "features", preset="torchcam").fuse == "max"
+    assert cc.LayerCAM(net, "features", preset="grad-cam").scale is None
+    assert cc.LayerCAM(net, "features", preset="grad-cam", scale="tanh").scale is not None
+    finer = cc.FinerCAM(net, "features", preset="torchcam", alpha=0.3, base=cc.LayerCAM)
+    assert (finer.alpha, finer.weighting, finer.base.fuse) == (0.3, "mean", "max")
+    assert "preset='torchcam', base=LayerCAM" in repr(finer)
+    for call, error, match in [
+        (lambda: cc.XGradCAM(net, "features", preset="paper"), ValueError, "preset"),
+        (lambda: cc.LayerCAM(net, "features", scale="sigmoid"), ValueError, "scale"),
+        (lambda: cc.ShapleyCAM(net, "features", objective="prob"), ValueError, "objective"),
+        (lambda: cc.ShapleyCAM(net, "features", objective="rest", score=lambda o, t: o[:, 0]), TypeError, "score"),
+        (lambda: cc.FinerCAM(net, "features", weighting="max"), ValueError, "weighting"),
+        (lambda: cc.FinerCAM(net, "features", num_references=0), ValueError, "num_references"),
+        (lambda: cc.FinerCAM(net, "features", base=cc.ScoreCAM), TypeError, "base"),
+        (lambda: cc.FinerCAM(net, "features", score=lambda o, t: o[:, 0]), TypeError, "score"),
+        (lambda: cc.FEM(net, "features", k="2"), TypeError, "k"),
+    ]:
+        with pytest.raises(error, match=match):
+            call()
+
+
 def test_cam_needs_a_classifier():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(5), nn.Linear(5, 2))
     with pytest.raises(ValueError, match="fc"):
@@ -351,6 +447,17 @@ ALL = [
     pytest.param(lambda m, layer: cc.SmoothGradCAMpp(m, layer, num_samples=2), id="smoothgradcampp"),
     pytest.param(lambda m, layer: cc.FullGrad(m), id="fullgrad"),
     pytest.param(lambda m, layer: cc.RefineCAM(m, ["stem", layer]), id="refinecam"),
+    # the gradient family
+    pytest.param(lambda m, layer: cc.HiResCAM(m, layer), id="hirescam"),
+    pytest.param(lambda m, layer: cc.GradCAMElementWise(m, layer), id="gradcam-elementwise"),
+    pytest.param(lambda m, layer: cc.XGradCAM(m, layer), id="xgradcam"),
+    pytest.param(lambda m, layer: cc.LayerCAM(m, ["stem", layer]), id="layercam-2-layers"),
+    pytest.param(lambda m, layer: cc.ShapleyCAM(m, layer, objective="rest"), id="shapleycam-rest"),
+    pytest.param(lambda m, layer: cc.FEM(m, layer), id="fem"),
+    pytest.param(lambda m, layer: cc.FinerCAM(m, layer), id="finercam"),
+    pytest.param(lambda m, layer: cc.FinerCAM(m, layer, preset="torchcam", base=cc.LayerCAM), id="finercam-torchcam"),
+    pytest.param(lambda m, layer: cc.FullyCAM(m), id="fullycam"),
+    pytest.param(lambda m, layer: cc.FullyCAM(m, ["stem", layer], fuse="max", scale="tanh"), id="fullycam-max"),
 ]
 
 
@@ -565,24 +672,18 @@ class Unused(nn.Module):
         return self.net(x)
 
 
-def _assert_clean(net):
-    assert all(m.training for m in net.modules())
+def _assert_clean(net, training=True):
+    assert all(m.training == training for m in net.modules())
     assert all(p.requires_grad for p in net.parameters())
     assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in net.modules())
 
 
 @pytest.mark.parametrize("call,error,match", [
-    (lambda net, x: cc.GradCAM(net, ["features", "stm"]), ValueError, r"target_layer\[1\] 'stm'"),
     (lambda net, x: cc.GradCAM(net, []), ValueError, "at least one layer"),
     (lambda net, x: cc.GradCAM(net, ["features", net.features]), ValueError, "twice"),
     (lambda net, x: cc.ScoreCAM(net, ["stem", "features"]), ValueError, "takes 1 target_layer"),
-    (lambda net, x: cc.GradCAM(net, "features")(x, torch.zeros(2, 2, dtype=torch.long)), ValueError, "3 images"),
-    (lambda net, x: cc.GradCAM(net, "features")(x, torch.tensor([[1, 2], [3, 10], [0, 0]])), ValueError,
-     r"targets must lie in \[0, 10\)"),
     (lambda net, x: cc.GradCAM(net, "features")(x, [[1, 2], [3], [0, 0]]), ValueError, "same number"),
     (lambda net, x: cc.GradCAM(net, "features")(x, torch.zeros(3, 2)), TypeError, "integer tensor"),
-    (lambda net, x: cc.GradCAM(net, ["features", "spare"])(x), ValueError, "'spare' did not run"),
-    (lambda net, x: cc.GradCAM(net, "stem.0", score=lambda out, t: out[:2, 0])(x), ValueError, "score must return"),
     (lambda net, x: cc.GradCAM(net, "stem.0", score=lambda out, t: out.argmax(1))(x), TypeError, "score must return"),
     (lambda net, x: cc.GradCAM(net, "stem.0", score=lambda out, t: out.detach()[:, 0])(x), ValueError,
      "score must depend"),
@@ -598,6 +699,38 @@ def test_bad_input_is_reported_with_the_model_restored(net, x, call, error, matc
     _assert_clean(net)
 
 
+# Every gradient method: make(model, layers, **options).
+GRADIENT_METHODS = {
+    "gradcam": cc.GradCAM, "gradcampp": cc.GradCAMPlusPlus, "hirescam": cc.HiResCAM,
+    "gradcam-elementwise": cc.GradCAMElementWise, "xgradcam": cc.XGradCAM, "layercam": cc.LayerCAM,
+    "shapleycam": cc.ShapleyCAM, "fem": cc.FEM, "finercam": cc.FinerCAM, "fullycam": cc.FullyCAM,
+}
+# What each wrong call must raise: (error, a match naming the argument).
+BAD_CALLS = {
+    "unknown-layer": (lambda make, net, x: make(net, ["features", "stm"]), ValueError,
+                      r"(target_layer|layers)\[1\] 'stm' is not a submodule"),
+    "targets-wrong-n": (lambda make, net, x: make(net, "features")(x, torch.zeros(2, 2, dtype=torch.long)),
+                        ValueError, "targets must hold classes for each of the 3 images"),
+    "targets-out-of-range": (lambda make, net, x: make(net, "features")(x, torch.tensor([[1, 2], [3, 10], [0, 0]])),
+                             ValueError, r"targets must lie in \[0, 10\)"),
+    "layer-never-runs": (lambda make, net, x: make(net, ["features", "spare"])(x), ValueError,
+                         r"(target_layer|layers\[1\]) 'spare' did not run"),
+    "score-wrong-shape": (lambda make, net, x: make(net, "stem.0", score=lambda out, t: out[:2, 0])(x), ValueError,
+                          r"score must return a Tensor\[N\] or \[N, T\] with N = 3"),
+}
+
+
+@pytest.mark.parametrize("method,case", [(m, c) for m in GRADIENT_METHODS for c in BAD_CALLS
+                                         if (m, c) != ("finercam", "score-wrong-shape")])  # takes no score=
+def test_gradient_methods_report_bad_input_with_the_model_restored(net, x, method, case):
+    call, error, match = BAD_CALLS[case]
+    net.spare = nn.Conv2d(16, 16, 1)
+    net.train()
+    with pytest.raises(error, match=match):
+        call(GRADIENT_METHODS[method], net, x)
+    _assert_clean(net)
+
+
 def test_a_layer_that_runs_twice_raises(x):
     conv = nn.Conv2d(3, 3, 3, padding=1)
     model = nn.Sequential(conv, nn.ReLU(), conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
@@ -605,6 +738,148 @@ def test_a_layer_that_runs_twice_raises(x):
     with pytest.raises(ValueError, match="'0' ran twice"):
         cc.GradCAM(model, "0")(x)
     _assert_clean(model)
+
+
+# ---------------------------------------------------------------- FullyCAM
+
+def test_fullycam_matches_its_definition(net, x):
+    """Every conv's LayerCAM map (stem.0's output before the in-place ReLU after it), normalised
+    with eps 1e-7, resized to the input and averaged; or tanh(2 m) with eps 1e-8, resized to the
+    largest map (16 x 16) and maxed."""
+    a1 = net.stem[0](x).detach().requires_grad_()
+    a2 = net.features[0](a1.relu())
+    logits = net.head(net.features[1:](a2))
+    g1, g2 = torch.autograd.grad(logits.gather(1, TARGETS[:, None]).sum(), [a1, a2])
+    raws = [(g.clamp_min(0) * a).sum(1).relu().detach() for a, g in ((a1, g1), (a2, g2))]
+
+    def scaled(m, eps):
+        m = m - m.amin((1, 2), keepdim=True)
+        return m / (m.amax((1, 2), keepdim=True) + eps)
+
+    mean = torch.stack([upsample(scaled(m, 1e-7), (32, 32)) for m in raws]).mean(0)
+    torch.testing.assert_close(cc.FullyCAM(net)(x, TARGETS), minmax(mean), atol=1e-5, rtol=1e-5)
+    top = torch.maximum(*[upsample(torch.tanh(2 * scaled(m, 1e-8)), (16, 16)) for m in raws])
+    torch.testing.assert_close(cc.FullyCAM(net, fuse="max", scale="tanh")(x, TARGETS), to_image(top, (32, 32)),
+                               atol=1e-5, rtol=1e-5)
+    # The same layers by name, and LayerCAM with grad-cam's fusion: the same map.
+    by_name = cc.FullyCAM(net, ["stem.0", "features.0"])(x, TARGETS)
+    torch.testing.assert_close(by_name, cc.LayerCAM(net, ["stem.0", "features.0"], preset="grad-cam")(x, TARGETS),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_fullycam_options(net, x):
+    exact = cc.FullyCAM(net, eps=0.0, layer_norm="max", size="largest", align_corners=True)(x, TARGETS)
+    assert exact.shape == (3, 32, 32) and not torch.allclose(exact, cc.FullyCAM(net)(x, TARGETS), atol=1e-3)
+    relus = cc.FullyCAM(net, "relu")
+    assert [layer_of(relus, m) for m in relus.target_layers] == ["stem.1", "features.2"]
+    torch.testing.assert_close(relus(x, TARGETS), cc.LayerCAM(net, ["stem", "features"], preset="grad-cam")(x, TARGETS),
+                               atol=1e-5, rtol=1e-5)
+    assert "layers='relu'" in repr(relus)
+    for call, error, match in [
+        (lambda: cc.FullyCAM(net, "linear"), ValueError, "layers 'linear' is not a submodule"),
+        (lambda: cc.FullyCAM(nn.Sequential(nn.Linear(2, 2)), "conv"), ValueError, "layers='conv'"),
+        (lambda: cc.FullyCAM(net, fuse="sum"), ValueError, "fuse"),
+        (lambda: cc.FullyCAM(net, layer_norm="l2"), ValueError, "layer_norm"),
+        (lambda: cc.FullyCAM(net, scale="sigmoid"), ValueError, "scale"),
+        (lambda: cc.FullyCAM(net, size="output"), ValueError, "size"),
+        (lambda: cc.FullyCAM(net, eps=-1.0), ValueError, "eps"),
+        (lambda: cc.FullyCAM(net, gamma=0), ValueError, "gamma"),
+        (lambda: cc.FullyCAM(net, clone=1), TypeError, "clone"),
+        (lambda: cc.FullyCAM(net, ["stem", "fc"])(x), TypeError, "layers: 'fc' must output a Tensor"),
+    ]:
+        with pytest.raises(error, match=match):
+            call()
+
+
+def layer_of(explainer, module):
+    return next(n for n, m in explainer.model.named_modules() if m is module)
+
+
+class AddOne(nn.Module):
+    """Two convs, then 1 added to the second's output, in place with `+=` (a function, not a
+    module) or not; GAP, fc."""
+
+    def __init__(self, in_place: bool):
+        super().__init__()
+        self.in_place = in_place
+        self.conv1, self.conv2, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        a = self.conv2(self.conv1(x))
+        if self.in_place:
+            a += 1
+        else:
+            a = a + 1
+        return self.fc(a.mean((2, 3)))
+
+
+def test_fullycam_in_place_edits(x):
+    model = AddOne(in_place=True).eval()
+    with pytest.raises(ValueError, match="'conv2' was modified in place.*clone=True"):
+        cc.FullyCAM(model)(x)
+    _assert_clean(model, training=False)
+    plain = AddOne(in_place=False).eval()
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(cc.FullyCAM(model, clone=True)(x, 2), cc.FullyCAM(plain)(x, 2))
+    # An in-place module after a conv (VGG's ReLU(inplace=True)): the map sees the conv's output.
+    vgg = [nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace), nn.Conv2d(4, 4, 3, padding=1),
+                         nn.ReLU(inplace), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+           for inplace in (True, False)]
+    vgg[1].load_state_dict(vgg[0].state_dict())
+    torch.testing.assert_close(cc.FullyCAM(vgg[0])(x, 2), cc.FullyCAM(vgg[1])(x, 2))
+
+
+def test_fullycam_a_module_that_runs_twice_contributes_each_output(x):
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+    model = nn.Sequential(conv, nn.ReLU(), conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4)).eval()
+    out = cc.FullyCAM(model)(x, 1)
+    unrolled = nn.Sequential(*(copy.deepcopy(m) for m in model)).eval()
+    torch.testing.assert_close(out, cc.FullyCAM(unrolled)(x, 1), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"score does not depend on layers \['side'\]"):
+        cc.FullyCAM(Unused(nn.Sequential(*model)), ["net.0", "side"])(x)
+
+
+def test_fullycam_holds_one_gradient_at_a_time():
+    """Peak memory (the profiler's allocation events) of FullyCAM over 12 convs against the floor
+    that any per-layer LayerCAM needs: the same forward keeping every conv's output, and one
+    backward. The convs follow each other directly, so the forward saves nothing else and the
+    gradients are the only term that could grow: FullyCAM may add its output and about one layer,
+    while camfast's LayerCAM, which takes the 12 gradients from one autograd.grad call, adds
+    about all of them (so the measurement does see gradients held at once)."""
+    from benchmarks.harness import peak_memory_mb
+
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3, 8, 3, padding=1)] + [nn.Conv2d(8, 8, 3, padding=1) for _ in range(11)]
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval().requires_grad_(False)
+    x = torch.rand(2, 3, 32, 32)
+    layer_bytes, out_bytes = 2 * 8 * 32 * 32 * 4, 2 * 32 * 32 * 4
+
+    def floor():
+        kept = []
+
+        def keep(module, inputs, output):
+            if not output.requires_grad:
+                output = output.detach().requires_grad_()
+                kept.append(output)
+                return output.clone()
+            kept.append(output)
+
+        handles = [m.register_forward_hook(keep) for m in layers]
+        try:
+            with torch.enable_grad():
+                logits = model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        torch.autograd.grad(logits[:, 1].sum(), kept[0])
+
+    def extra(fn):
+        return (peak_memory_mb(fn, torch.device("cpu")) - peak_memory_mb(floor, torch.device("cpu"))) * 2**20
+
+    assert extra(lambda: cc.FullyCAM(model)(x, 1)) <= out_bytes + layer_bytes
+    assert extra(lambda: cc.FullyCAM(model)(x, [[1, 2, 3]] * 2)) <= 3 * out_bytes + layer_bytes
+    names = [str(i) for i in range(12)]
+    assert extra(lambda: cc.LayerCAM(model, names, preset="grad-cam")(x, 1)) >= 10 * layer_bytes
 
 
 # ---------------------------------------------------------------- overlay

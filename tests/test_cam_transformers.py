@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import camfast.cam as cc
+from camfast.cam._base import Explainer
 from camfast.cam.transformers import TokenGrid, channel_axis, positions
 
 from test_cam_perturbation import agreement, assert_agrees, gradcam_lib, gradcam_maps
@@ -89,6 +90,37 @@ def test_scorecam_and_smoothgradcampp_on_a_vit(x):
     torch.manual_seed(3)
     assert_agrees(cc.SmoothGradCAMpp(model, "blocks.1.norm1", num_samples=2, reshape_transform="tokens")(x, TARGETS),
                   theirs)
+
+
+# Every explainer in camfast.cam with a target layer (FullGrad and FullyCAM explain every layer of a
+# kind, feature maps [N, K, h, w], so they take no transform), and what each needs besides the
+# model, the layer and the transform. LayerNorm outputs are negative: AblationCAM takes grad-cam's
+# value there.
+EVERY = sorted(name for name in cc.__all__ if isinstance(getattr(cc, name), type)
+               and issubclass(getattr(cc, name), Explainer) and name not in ("FullGrad", "FullyCAM"))
+OPTIONS = {
+    "CAM": lambda: {"fc": "head"},
+    "AblationCAM": lambda: {"ablation_value": "grad-cam-legacy"},
+    "ISCAM": lambda: {"num_samples": 2},
+    "SSCAM": lambda: {"num_samples": 2, "generator": torch.Generator().manual_seed(0)},
+    "SmoothGradCAMpp": lambda: {"num_samples": 2, "generator": torch.Generator().manual_seed(0)},
+}
+# RefineCAM's second, earlier layer: tokens of another grid in Swin.
+EARLIER = {"TinyViT": "blocks.0.norm1", "TinySwin": "stage1.1.norm2"}
+
+
+@pytest.mark.parametrize("method", EVERY)
+def test_every_explainer_takes_tokens(case, x, method):
+    model, layer, transform = case
+    layers = [EARLIER[type(model).__name__], layer] if method == "RefineCAM" else layer
+
+    def explainer(reshape):
+        return getattr(cc, method)(model, layers, reshape_transform=reshape, **OPTIONS.get(method, dict)())
+
+    grid = torch.tensor([[1, 2], [5, 6], [8, 9]])
+    ours = explainer("tokens")(x, grid)
+    assert ours.shape == (3, 2, 32, 32) and ours.amax() == 1  # some map is not constant
+    torch.testing.assert_close(ours, explainer(transform)(x, grid), atol=1e-5, rtol=1e-5)
 
 
 def test_several_classes_on_tokens(x):

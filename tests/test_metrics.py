@@ -348,12 +348,3 @@ def test_camfast_imports_and_evaluates_without_torchmetrics():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          cwd=Path(camfast.__file__).parent.parent)
     assert run.returncode == 0, run.stderr
-
-
-@pytest.mark.skipif(not hasattr(torch.ops.camfast, "road_impute"), reason="camfast._C is not built")
-def test_compiled_imputation_checks_its_arguments():
-    images, unknown = torch.randn(2, 3, 5, 5, dtype=torch.float64), torch.zeros(2, 5, 5, dtype=torch.bool)
-    for bad_images, bad_unknown, message in [(images.float(), unknown, "float64"), (images, unknown.float(), "bool"),
-                                             (images[0], unknown, "4-D"), (images, unknown[:1], r"\[B, H, W\]")]:
-        with pytest.raises(RuntimeError, match=message):
-            torch.ops.camfast.road_impute(bad_images, bad_unknown, 1e-8, 10)

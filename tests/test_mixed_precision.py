@@ -32,7 +32,7 @@ def _call(op: str, backend: str, inputs, grad: bool = False):
 
 
 def test_the_multi_input_ops_are_known():
-    assert MULTI_INPUT == ["attention_branch_mix", "channel_spatial_attention", "score_cam_masks"]
+    assert MULTI_INPUT == ["attention_branch_mix", "channel_spatial_attention", "score_cam_masks", "weighted_channel_sum"]
 
 
 @pytest.mark.parametrize("op", MULTI_INPUT)

@@ -11,12 +11,16 @@ only, so no parameter's .grad is touched.
 from .ablation import AblationCAM
 from .eigen import EigenCAM, EigenGradCAM
 from .fullgrad import FullGrad
-from .gradient import CAM, GradCAM, GradCAMPlusPlus
+from .finer import FinerCAM
+from .fully import FullyCAM
+from .gradient import (CAM, FEM, GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM, LayerCAM, ShapleyCAM,
+                       XGradCAM)
 from .overlay import jet, overlay
 from .refine import RefineCAM
 from .score import ISCAM, PRESETS, SSCAM, ScoreCAM
 from .smooth import SmoothGradCAMpp
 from .transformers import TokenGrid
 
-__all__ = ["CAM", "AblationCAM", "EigenCAM", "EigenGradCAM", "FullGrad", "GradCAM", "GradCAMPlusPlus", "ISCAM",
-           "PRESETS", "RefineCAM", "SSCAM", "ScoreCAM", "SmoothGradCAMpp", "TokenGrid", "jet", "overlay"]
+__all__ = ["CAM", "FEM", "AblationCAM", "EigenCAM", "EigenGradCAM", "FinerCAM", "FullGrad", "FullyCAM", "GradCAM",
+           "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "ISCAM", "LayerCAM", "PRESETS", "RefineCAM", "SSCAM",
+           "ScoreCAM", "ShapleyCAM", "SmoothGradCAMpp", "TokenGrid", "XGradCAM", "jet", "overlay"]

@@ -156,12 +156,12 @@ def shift_scale(maps: torch.Tensor, eps: float) -> torch.Tensor:
     return shifted / (shifted.flatten(-2).amax(-1)[..., None, None] + eps)
 
 
-def resize(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear, align_corners=False, over the last two dims of [..., h, w] (a no-op at size)."""
+def resize(maps: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
+    """Bilinear over the last two dims of [..., h, w] (a no-op at size)."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
     flat = maps.reshape(-1, 1, *maps.shape[-2:])
-    out = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
+    out = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=align_corners)
     return out.view(*maps.shape[:-2], *size)
 
 
@@ -185,20 +185,22 @@ def fuse_layers(maps: Sequence[torch.Tensor], size: Sequence[int], fuse: str,
 
     fuse="mean" (grad-cam): each map ReLU, (m - min) / (max + 1e-7), bilinear to `size` (the
         input), then the mean over the layers.
-    fuse="max" (torchcam fuse_cams): each map ReLU, (m - min) / (max + 1e-8), then `scale` (LayerCAM:
-        tanh(2 m)), bilinear to the largest map's size, then the element-wise max.
+    fuse="max" (torchcam fuse_cams): each map ReLU, (m - min) / (max + 1e-8), bilinear to the
+        largest map's size, then the element-wise max.
+    `scale`, when given, maps each normalised map before its resize (LayerCAM: tanh(2 m), which
+    torchcam applies before its max).
     One layer is returned as it is: both peers skip the fusion then. The explainer's to_image
     finishes either (resize to the input, min-max).
     """
     if len(maps) == 1:
         return maps[0]
+    scale = scale if scale is not None else (lambda m: m)
     if fuse == "mean":
-        return torch.stack([resize(shift_scale(m.relu(), 1e-7), size) for m in maps]).mean(0)
+        return torch.stack([resize(scale(shift_scale(m.relu(), 1e-7)), size) for m in maps]).mean(0)
     largest = [max(m.shape[d] for m in maps) for d in (-2, -1)]
     fused = None
     for m in maps:  # one resized map at a time bounds the memory
-        m = shift_scale(m.relu(), 1e-8)
-        m = resize(scale(m) if scale is not None else m, largest)
+        m = resize(scale(shift_scale(m.relu(), 1e-8)), largest)
         fused = m if fused is None else torch.maximum(fused, m)
     return fused
 
@@ -394,6 +396,18 @@ def check_fuse(fuse: str) -> str:
     return check_choice(fuse, "fuse", FUSIONS)
 
 
+def check_differentiable(scores: Scores) -> None:
+    if not scores.values.requires_grad:
+        raise ValueError("score must depend on the target layers' output, got a result that needs no gradient")
+
+
+def check_connected(grads: Sequence[torch.Tensor | None], names: Sequence[str]) -> None:
+    """A layer the score does not depend on gets no gradient (None from allow_unused=True)."""
+    for name, g in zip(names, grads):
+        if g is None:
+            raise ValueError(f"score does not depend on target_layer {name!r}")
+
+
 def class_gradients(scores: Scores, activations: Sequence[torch.Tensor], names: Sequence[str]):
     """For each class t: the gradients of sum_n scores[n, t] with respect to every activation.
 
@@ -401,13 +415,10 @@ def class_gradients(scores: Scores, activations: Sequence[torch.Tensor], names: 
     after the last. (torch.autograd.grad's is_grads_batched runs conv and batch-norm backward as
     the same per-class loop inside vmap on CPU, measured, and would hold all T gradients at once.)
     """
+    check_differentiable(scores)
     values = scores.values
-    if not values.requires_grad:
-        raise ValueError("score must depend on the target layers' output, got a result that needs no gradient")
     last = values.shape[1] - 1
     for t in range(last + 1):
         grads = torch.autograd.grad(values[:, t].sum(), activations, retain_graph=t < last, allow_unused=True)
-        for name, g in zip(names, grads):
-            if g is None:
-                raise ValueError(f"score does not depend on target_layer {name!r}")
+        check_connected(grads, names)
         yield grads

@@ -147,7 +147,11 @@ class AblationCAM(Explainer):
         return _CleanPass(logits, capture.raw, capture.activation, self._whole_model_runner(x), None, "model")
 
     def _check_head(self, logits, act):
-        out = self.head(act.clone())
+        try:
+            out = self.head(act.clone())
+        except RuntimeError as exc:  # a shape mismatch inside the head: it does not start at this layer
+            raise ValueError(f"head must map the target layer's output {tuple(act.shape)} to the model's output; "
+                             f"it raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(out, torch.Tensor) or not isinstance(logits, torch.Tensor) or out.shape != logits.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"head must map the target layer's output to the model's output, got {got}")

@@ -113,6 +113,9 @@ class ScoreCAM(Explainer):
         self.baseline = flags["baseline"]
         if not isinstance(self.baseline, torch.Tensor):
             check_choice(self.baseline, "baseline", ("none", "input", "zeros"))
+        elif not self.baseline.dtype.is_floating_point or self.baseline.dim() not in (3, 4):
+            raise TypeError("baseline must be 'none', 'input', 'zeros' or a float Tensor [C, H, W] or [N, C, H, W], "
+                            f"got {self.baseline.dtype} of shape {tuple(self.baseline.shape)}")
         self.channel_softmax = bool(flags["channel_softmax"])
         self.normalize_stage = check_choice(flags["normalize_stage"], "normalize_stage", ("upsampled", "feature"))
         self.align_corners = bool(flags["align_corners"])
@@ -135,11 +138,12 @@ class ScoreCAM(Explainer):
         yield masked
 
     def _explain(self, x, targets):
+        base = self._baseline_image(x)  # checked before any forward
         logits, (act,) = self.forward(x)
         scores = self.scores(logits, targets, x.shape[0])
         act = self._select_channels(act)
         masked, skipped = self._masked_scores(x, act, scores.classes)  # [N, K, T], [N, K]
-        masked = masked - self._baseline_score(x, logits, scores.classes)[:, None]
+        masked = masked - self._baseline_score(x, base, logits, scores.classes)[:, None]
         skipped = skipped[:, :, None]
         if self.channel_softmax:
             weights = torch.softmax(masked.masked_fill(skipped, float("-inf")), dim=1)
@@ -173,12 +177,18 @@ class ScoreCAM(Explainer):
         with ctx:
             return self.model(inputs)
 
-    def _baseline_score(self, x, logits, target):
-        if isinstance(self.baseline, torch.Tensor):
-            base = self.baseline.to(device=x.device, dtype=x.dtype)
-            base = base.expand(x.shape) if base.dim() == 3 or base.shape[0] == 1 else base
-            if base.shape != x.shape:
-                raise ValueError(f"baseline must have shape [C, H, W] or {tuple(x.shape)}, got {tuple(base.shape)}")
+    def _baseline_image(self, x) -> torch.Tensor | None:
+        """A tensor baseline as a batch like x (None for the named baselines)."""
+        if not isinstance(self.baseline, torch.Tensor):
+            return None
+        base = self.baseline.to(device=x.device, dtype=x.dtype)
+        if base.shape[-3:] != x.shape[1:] or (base.dim() == 4 and base.shape[0] not in (1, x.shape[0])):
+            raise ValueError(f"baseline must have shape {tuple(x.shape[1:])} or {tuple(x.shape)}, "
+                             f"got {tuple(base.shape)}")
+        return base.expand(x.shape)
+
+    def _baseline_score(self, x, base, logits, target):
+        if base is not None:
             return self._score(self._forward(base), target)
         if self.baseline == "input":
             return self._score(logits, target)

@@ -7,6 +7,7 @@ from .channel_spatial_attention import channel_spatial_attention
 from .score_cam_masks import score_cam_masks
 from .spatial_softmax2d import spatial_soft_argmax2d, spatial_softmax2d
 from .thresholded_avg_pool2d import thresholded_avg_pool2d
+from .weighted_channel_sum import weighted_channel_sum
 
 __all__ = [
     "adl",
@@ -16,4 +17,5 @@ __all__ = [
     "spatial_soft_argmax2d",
     "spatial_softmax2d",
     "thresholded_avg_pool2d",
+    "weighted_channel_sum",
 ]

@@ -13,6 +13,7 @@ STEMS = (
     "score_cam_masks",
     "spatial_softmax2d",
     "thresholded_avg_pool2d",
+    "weighted_channel_sum",
 )
 
 

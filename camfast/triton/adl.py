@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from .._layout import channels_inner, empty_nchw_like, ncp_strides, output_memory_format, with_mergeable_hw
-from .._registrations import register_adl
+from .._registrations import check_adl, check_adl_backward, register_adl
 from ._utils import acc_dtype, pixel_tiles, row_tiles
 
 
@@ -108,6 +108,7 @@ def _flags(drop: torch.Tensor) -> torch.Tensor:
 
 @torch.library.custom_op("camfast::adl_triton", mutates_args=())
 def adl_triton(x: torch.Tensor, drop: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    check_adl("camfast::adl_triton", x, drop, threshold)
     x = with_mergeable_hw(x)
     n, c, h, w = x.shape
     out, sel = empty_nchw_like(x), x.new_empty(n, 1, h, w)
@@ -128,6 +129,7 @@ def adl_triton(x: torch.Tensor, drop: torch.Tensor, threshold: float) -> tuple[t
 def adl_backward_triton(
     grad_out: torch.Tensor, x: torch.Tensor, selected: torch.Tensor, drop: torch.Tensor
 ) -> torch.Tensor:
+    check_adl_backward("camfast::_adl_backward_triton", grad_out, x, selected, drop)
     x, grad_out, sel = with_mergeable_hw(x), with_mergeable_hw(grad_out), selected.contiguous()
     if channels_inner(grad_out) != channels_inner(x):  # read in x's order, as the C++ kernels do
         grad_out = grad_out.contiguous(memory_format=output_memory_format(x))

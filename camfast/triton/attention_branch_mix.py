@@ -9,7 +9,11 @@ import triton
 import triton.language as tl
 
 from .._layout import empty_nchw_like, ncp_strides, with_mergeable_hw
-from .._registrations import register_attention_branch_mix
+from .._registrations import (
+    check_attention_branch_mix,
+    check_attention_branch_mix_backward,
+    register_attention_branch_mix,
+)
 from ._utils import acc_dtype, pixel_tiles
 
 
@@ -56,6 +60,7 @@ def _launch(inp, m, out, features=None, grad_m=None):
 # g (the schema's name, the paper's g(x)) is the features.
 @torch.library.custom_op("camfast::attention_branch_mix_triton", mutates_args=())
 def attention_branch_mix_triton(g: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    check_attention_branch_mix("camfast::attention_branch_mix_triton", g, m)
     features, m = with_mergeable_hw(g), with_mergeable_hw(m)
     out = empty_nchw_like(features)
     if features.numel():
@@ -67,6 +72,7 @@ def attention_branch_mix_triton(g: torch.Tensor, m: torch.Tensor) -> torch.Tenso
 def attention_branch_mix_backward_triton(
     grad_out: torch.Tensor, g: torch.Tensor, m: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    check_attention_branch_mix_backward("camfast::_attention_branch_mix_backward_triton", grad_out, g, m)
     grad_out, features, m = with_mergeable_hw(grad_out), with_mergeable_hw(g), with_mergeable_hw(m)
     grad_features, grad_m = empty_nchw_like(features), m.new_empty(m.shape)
     if features.shape[0] * features.shape[2] * features.shape[3]:

@@ -14,7 +14,11 @@ import triton
 import triton.language as tl
 
 from .._layout import empty_nchw_like, ncp_strides, with_mergeable_hw
-from .._registrations import register_channel_spatial_attention
+from .._registrations import (
+    check_channel_spatial_attention,
+    check_channel_spatial_attention_backward,
+    register_channel_spatial_attention,
+)
 from ._utils import acc_dtype, pixel_tiles, row_tiles
 
 # What the pixel pass does after its channel sums (constexpr, so the kernel compares them by name).
@@ -151,6 +155,7 @@ def _softmax_pass(t, r, backward):
 
 @torch.library.custom_op("camfast::channel_spatial_attention_triton", mutates_args=())
 def channel_spatial_attention_triton(a: torch.Tensor, s: torch.Tensor, softmax: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    check_channel_spatial_attention("camfast::channel_spatial_attention_triton", a, s, softmax)
     a = with_mergeable_hw(a)
     out, t = empty_nchw_like(a), _new_map(a)
     if a.shape[0] * a.shape[2] * a.shape[3]:
@@ -168,6 +173,8 @@ def channel_spatial_attention_triton(a: torch.Tensor, s: torch.Tensor, softmax: 
 def channel_spatial_attention_backward_triton(
     grad_out: torch.Tensor, a: torch.Tensor, s: torch.Tensor, t: torch.Tensor, softmax: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    check_channel_spatial_attention_backward("camfast::_channel_spatial_attention_backward_triton", grad_out, a, s, t,
+                                             softmax)
     a, grad_out, t = with_mergeable_hw(a), with_mergeable_hw(grad_out), t.contiguous()
     n, c = a.shape[:2]
     grad_a, grad_s = empty_nchw_like(a), s.new_empty(n, c)

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from .._layout import ncp_strides, with_mergeable_hw
-from .._registrations import register_score_cam_masks
+from .._registrations import check_score_cam_masks, register_score_cam_masks
 from ._utils import acc_dtype
 
 BLOCK = 1024  # pixels per program in the upsampled passes
@@ -146,10 +146,9 @@ def _masks_kernel(act_ptr, img_ptr, out_ptr, stats_ptr, const_ptr, K, C,
 def score_cam_masks_triton(
     act: torch.Tensor, image: torch.Tensor, align_corners: bool, normalize_feature: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    check_score_cam_masks("camfast::score_cam_masks_triton", act, image, align_corners, normalize_feature)
     image = with_mergeable_hw(image)
     n, k, h, w = act.shape
-    if h == 0 or w == 0:  # every output pixel reads its taps from the map (the wrapper checks first)
-        raise ValueError(f"act must have h > 0 and w > 0, got shape {tuple(act.shape)}")
     c, H, W = image.shape[1:]
     out = act.new_empty(n, k, c, H, W)
     constant = act.new_empty(n, k, dtype=torch.bool)

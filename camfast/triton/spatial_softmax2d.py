@@ -12,7 +12,14 @@ import triton
 import triton.language as tl
 
 from .._layout import empty_nchw_like, ncp_strides, with_mergeable_hw
-from .._registrations import register_spatial_softmax2d, row_stats_like
+from .._registrations import (
+    check_spatial_soft_argmax2d,
+    check_spatial_soft_argmax2d_backward,
+    check_spatial_softmax2d,
+    check_spatial_softmax2d_backward,
+    register_spatial_softmax2d,
+    row_stats_like,
+)
 from ._utils import acc_dtype, row_tiles
 
 
@@ -185,6 +192,7 @@ def _launch(kernel, x, *args, **meta):
 
 @torch.library.custom_op("camfast::spatial_softmax2d_triton", mutates_args=())
 def spatial_softmax2d_triton(x: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_spatial_softmax2d("camfast::spatial_softmax2d_triton", x, temperature)
     x = with_mergeable_hw(x)
     out = empty_nchw_like(x)
     row_max, row_sum = row_stats_like(x)
@@ -197,6 +205,8 @@ def spatial_softmax2d_triton(x: torch.Tensor, temperature: float) -> tuple[torch
 @torch.library.custom_op("camfast::_spatial_softmax2d_backward_triton", mutates_args=())
 def spatial_softmax2d_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, row_max: torch.Tensor,
                                       row_sum: torch.Tensor, temperature: float) -> torch.Tensor:
+    check_spatial_softmax2d_backward("camfast::_spatial_softmax2d_backward_triton", grad_out, x, row_max, row_sum,
+                                     temperature)
     x, grad_out = with_mergeable_hw(x), with_mergeable_hw(grad_out)
     grad_x = empty_nchw_like(x)
     if x.numel():
@@ -209,6 +219,7 @@ def spatial_softmax2d_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, r
 @torch.library.custom_op("camfast::spatial_soft_argmax2d_triton", mutates_args=())
 def spatial_soft_argmax2d_triton(x: torch.Tensor, temperature: float,
                                  normalized_coordinates: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_spatial_soft_argmax2d("camfast::spatial_soft_argmax2d_triton", x, temperature, normalized_coordinates)
     x = with_mergeable_hw(x)
     row_max, row_sum = row_stats_like(x)
     out = row_max.new_empty(*x.shape[:2], 2)  # accumulation dtype, as csrc/ops/spatial_softmax2d.h
@@ -222,6 +233,8 @@ def spatial_soft_argmax2d_triton(x: torch.Tensor, temperature: float,
 def spatial_soft_argmax2d_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, out: torch.Tensor,
                                           row_max: torch.Tensor, row_sum: torch.Tensor, temperature: float,
                                           normalized_coordinates: bool) -> torch.Tensor:
+    check_spatial_soft_argmax2d_backward("camfast::_spatial_soft_argmax2d_backward_triton", grad_out, x, out, row_max,
+                                         row_sum, temperature, normalized_coordinates)
     x = with_mergeable_hw(x)
     grad_x = empty_nchw_like(x)
     if x.numel():

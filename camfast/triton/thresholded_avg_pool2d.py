@@ -7,7 +7,11 @@ import triton
 import triton.language as tl
 
 from .._layout import empty_nchw_like, ncp_strides, with_mergeable_hw
-from .._registrations import register_thresholded_avg_pool2d
+from .._registrations import (
+    check_thresholded_avg_pool2d,
+    check_thresholded_avg_pool2d_backward,
+    register_thresholded_avg_pool2d,
+)
 from ._utils import acc_dtype, row_tiles
 
 
@@ -75,6 +79,7 @@ def _grid(x: torch.Tensor, block_c: int):
 
 @torch.library.custom_op("camfast::thresholded_avg_pool2d_triton", mutates_args=())
 def thresholded_avg_pool2d_triton(x: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_thresholded_avg_pool2d("camfast::thresholded_avg_pool2d_triton", x, tau)
     x = with_mergeable_hw(x)
     n, c = x.shape[:2]
     out, thr = x.new_empty(n, c), x.new_empty(n, c)
@@ -92,6 +97,8 @@ def thresholded_avg_pool2d_triton(x: torch.Tensor, tau: float) -> tuple[torch.Te
 def thresholded_avg_pool2d_backward_triton(
     grad_out: torch.Tensor, x: torch.Tensor, threshold: torch.Tensor, count: torch.Tensor
 ) -> torch.Tensor:
+    check_thresholded_avg_pool2d_backward("camfast::_thresholded_avg_pool2d_backward_triton", grad_out, x, threshold,
+                                          count)
     x = with_mergeable_hw(x)
     grad_x = empty_nchw_like(x)
     if x.numel():

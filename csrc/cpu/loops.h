@@ -55,9 +55,14 @@ template <class F> void parallel_channel_blocks(const NCP& v, const F& body) {
 }
 
 // body(n, p0, p1) for every block of pixels of every sample (per-pixel work over channels).
+// Blocks of small maps are grouped into tasks of kGrainElements: a call on a few small maps then
+// runs on the calling thread instead of waking the pool (which, on a loaded machine, can wait
+// a scheduler time slice for a descheduled worker).
 template <class F> void parallel_pixel_blocks(const NCP& v, int64_t pixels_per_task, const F& body) {
   const int64_t blocks = (v.P + pixels_per_task - 1) / pixels_per_task;
-  torch::stable::parallel_for(0, v.N * blocks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t block_elements = std::max<int64_t>(1, v.C * std::min(v.P, pixels_per_task));
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / block_elements);
+  torch::stable::parallel_for(0, v.N * blocks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / blocks;
       const int64_t p0 = (task % blocks) * pixels_per_task;

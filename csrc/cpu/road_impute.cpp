@@ -27,7 +27,7 @@ namespace {
 
 using torch::stable::Tensor;
 
-constexpr const char* kOp = "road_impute";
+constexpr const char* kOp = "camfast::road_impute";
 constexpr double kDamping = 0.8;      // JACOBI_DAMPING in imputation.py
 constexpr double kCoarseScale = 1.8;  // COARSE_SCALE in imputation.py
 constexpr int kNeighbours = 8;
@@ -239,14 +239,9 @@ void solve_channel(Hierarchy& mg, const bool* unknown, const double* g, double* 
 // images [B, C, H, W] float64; unknown [B, H, W] bool. Returns the images with the unknown pixels
 // imputed (no noise), float64.
 Tensor road_impute_cpu(Tensor images, Tensor unknown, double rtol, int64_t max_iter) {
-  check_rank(images, 4, kOp, "images");
-  check_rank(unknown, 3, kOp, "unknown");
-  STD_TORCH_CHECK(images.scalar_type() == ScalarType::Double, kOp, ": images must be float64");
-  STD_TORCH_CHECK(unknown.scalar_type() == ScalarType::Bool, kOp, ": unknown must be bool");
+  const ArgCheck check(kOp, images, "images", 4, {ScalarType::Double});
   const int64_t B = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
-  STD_TORCH_CHECK(unknown.size(0) == B && unknown.size(1) == H && unknown.size(2) == W, kOp,
-                  ": unknown must be [B, H, W] with images [B, C, H, W]");
-  check_same_device(images, unknown, kOp, "images", "unknown");
+  check(unknown, "unknown", {B, H, W}, {ScalarType::Bool});
   images = torch::stable::contiguous(images);
   unknown = torch::stable::contiguous(unknown);
   Tensor out = torch::stable::new_empty(images, {B, C, H, W}, ScalarType::Double);

@@ -36,7 +36,7 @@ namespace {
 
 using torch::stable::Tensor;
 
-constexpr const char* kOp = "wsol_box_sweep";
+constexpr const char* kOp = "camfast::wsol_box_sweep";
 constexpr int kLevels = 256;
 
 struct Box {
@@ -369,15 +369,11 @@ void sweep_holes(const Buckets& b, const Padded& grid, const GroundTruth& gt, Fo
 // multi_contour, else the box of the contour of largest area, and whether that contour was
 // resolved here (where not, the caller asks OpenCV; the IoU is 0 there).
 std::tuple<Tensor, Tensor> wsol_box_sweep_cpu(Tensor q, Tensor gt_boxes, Tensor gt_count, bool multi_contour) {
-  check_rank(q, 3, kOp, "q");
-  check_rank(gt_boxes, 3, kOp, "gt_boxes");
-  check_rank(gt_count, 1, kOp, "gt_count");
-  STD_TORCH_CHECK(q.scalar_type() == ScalarType::Byte, kOp, ": q must be uint8");
-  STD_TORCH_CHECK(gt_boxes.scalar_type() == ScalarType::Long && gt_count.scalar_type() == ScalarType::Long, kOp,
-                  ": gt_boxes and gt_count must be int64");
-  const int64_t B = q.size(0), H = q.size(1), W = q.size(2), G = gt_boxes.size(1);
-  STD_TORCH_CHECK(gt_boxes.size(0) == B && gt_count.size(0) == B && gt_boxes.size(2) == 4, kOp,
-                  ": gt_boxes must be [B, G, 4] and gt_count [B] with B = q.size(0)");
+  const ArgCheck check(kOp, q, "q", 3, {ScalarType::Byte});
+  const int64_t B = q.size(0), H = q.size(1), W = q.size(2);
+  check(gt_boxes, "gt_boxes", {B, kAnySize, 4}, {ScalarType::Long});
+  check(gt_count, "gt_count", {B}, {ScalarType::Long});
+  const int64_t G = gt_boxes.size(1);
   STD_TORCH_CHECK(H < (1 << 15) && W < (1 << 15), kOp, ": maps of 2^15 rows or columns or more are not supported");
   q = torch::stable::contiguous(q);
   gt_boxes = torch::stable::contiguous(gt_boxes);

@@ -13,16 +13,12 @@ namespace camfast::adl {
 
 using torch::stable::Tensor;
 
-constexpr const char* kOp = "adl";
+constexpr const char* kOp = "camfast::adl";
+constexpr const char* kBackward = "camfast::_adl_backward";
 
-// drop: one flag per sample, bool or uint8 (both one byte, read as uint8_t), made contiguous.
-inline Tensor checked_drop(const Tensor& drop, const Tensor& x) {
-  check_rank(drop, 1, kOp, "drop");
-  STD_TORCH_CHECK(drop.size(0) == x.size(0), kOp, ": drop must hold one flag per sample");
-  STD_TORCH_CHECK(drop.scalar_type() == ScalarType::Bool || drop.scalar_type() == ScalarType::Byte, kOp,
-                  ": drop must be bool or uint8");
-  check_same_device(drop, x, kOp, "drop", "x");
-  return torch::stable::contiguous(drop);
+// drop: one flag per sample, bool or uint8 (both one byte, read as uint8_t).
+inline void check_drop(const ArgCheck& check, const Tensor& drop, int64_t N) {
+  check(drop, "drop", {N}, {ScalarType::Bool, ScalarType::Byte});
 }
 
 struct ForwardIO {
@@ -35,12 +31,13 @@ struct ForwardIO {
 };
 
 inline ForwardIO prepare_forward(Tensor x, const Tensor& drop) {
-  check_rank(x, 4, kOp, "x");
+  const ArgCheck check(kOp, x, "x", 4, kFloating);
+  check_drop(check, drop, x.size(0));
   x = with_mergeable_hw(x);
   const NCP v = ncp_view(x);
   Tensor out = empty_nchw_like(x, v);
   Tensor sel = torch::stable::new_empty(x, {v.N, 1, x.size(2), x.size(3)});
-  return {x, v, checked_drop(drop, x), out, ncp_view(out), sel};
+  return {x, v, torch::stable::contiguous(drop), out, ncp_view(out), sel};
 }
 
 struct BackwardIO {
@@ -54,14 +51,10 @@ struct BackwardIO {
 };
 
 inline BackwardIO prepare_backward(Tensor grad_out, Tensor x, const Tensor& sel, const Tensor& drop) {
-  check_rank(x, 4, kOp, "x");
-  check_rank(grad_out, 4, kOp, "grad_out");
-  check_rank(sel, 4, kOp, "selected");
-  check_same_dtype(grad_out, x, kOp, "grad_out", "x");
-  check_same_dtype(sel, x, kOp, "selected", "x");
-  for (int64_t d = 0; d < 4; ++d) {
-    STD_TORCH_CHECK(grad_out.size(d) == x.size(d), kOp, ": grad_out must have the shape of x");
-  }
+  const ArgCheck check(kBackward, x, "x", 4, kFloating);
+  check(grad_out, "grad_out", x.sizes(), {x.scalar_type()});
+  check(sel, "selected", {x.size(0), 1, x.size(2), x.size(3)}, {x.scalar_type()});
+  check_drop(check, drop, x.size(0));
   x = with_mergeable_hw(x);
   const NCP v = ncp_view(x);
   // Kernels walk grad_out, x and grad_x in one order: a grad_out laid out otherwise is copied
@@ -72,7 +65,7 @@ inline BackwardIO prepare_backward(Tensor grad_out, Tensor x, const Tensor& sel,
                                                                       : torch::headeronly::MemoryFormat::Contiguous);
   }
   Tensor grad_x = empty_nchw_like(x, v);
-  return {grad_out, ncp_view(grad_out), x, v, torch::stable::contiguous(sel), checked_drop(drop, x), grad_x,
+  return {grad_out, ncp_view(grad_out), x, v, torch::stable::contiguous(sel), torch::stable::contiguous(drop), grad_x,
           ncp_view(grad_x)};
 }
 

@@ -13,17 +13,14 @@ namespace camfast::attention_branch_mix {
 
 using torch::stable::Tensor;
 
-constexpr const char* kOp = "attention_branch_mix";
+constexpr const char* kOp = "camfast::attention_branch_mix";
+constexpr const char* kBackward = "camfast::_attention_branch_mix_backward";
 
 // features is the schema's g (the paper's g(x)); error messages use the schema's names.
-inline void check_inputs(const Tensor& features, const Tensor& m) {
-  check_rank(features, 4, kOp, "g");
-  check_rank(m, 4, kOp, "m");
-  check_same_dtype(features, m, kOp, "g", "m");
-  check_same_device(features, m, kOp, "g", "m");
-  STD_TORCH_CHECK(m.size(0) == features.size(0) && m.size(1) == 1 && m.size(2) == features.size(2) &&
-                      m.size(3) == features.size(3),
-                  kOp, ": m must have shape [N, 1, H, W] of g");
+inline ArgCheck check_inputs(const char* op, const Tensor& features, const Tensor& m) {
+  const ArgCheck check(op, features, "g", 4, kFloating);
+  check(m, "m", {features.size(0), 1, features.size(2), features.size(3)}, {features.scalar_type()});
+  return check;
 }
 
 struct ForwardIO {
@@ -36,7 +33,7 @@ struct ForwardIO {
 };
 
 inline ForwardIO prepare_forward(Tensor features, Tensor m) {
-  check_inputs(features, m);
+  check_inputs(kOp, features, m);
   features = with_mergeable_hw(features);
   m = with_mergeable_hw(m);
   const NCP v = ncp_view(features);
@@ -57,9 +54,8 @@ struct BackwardIO {
 };
 
 inline BackwardIO prepare_backward(Tensor grad_out, Tensor features, Tensor m) {
-  check_inputs(features, m);
-  check_rank(grad_out, 4, kOp, "grad_out");
-  check_same_dtype(grad_out, features, kOp, "grad_out", "g");
+  const ArgCheck check = check_inputs(kBackward, features, m);
+  check(grad_out, "grad_out", features.sizes(), {features.scalar_type()});
   grad_out = with_mergeable_hw(grad_out);
   features = with_mergeable_hw(features);
   m = with_mergeable_hw(m);

@@ -13,19 +13,18 @@ namespace camfast::channel_spatial_attention {
 
 using torch::stable::Tensor;
 
-constexpr const char* kOp = "channel_spatial_attention";
+constexpr const char* kOp = "camfast::channel_spatial_attention";
+constexpr const char* kBackward = "camfast::_channel_spatial_attention_backward";
 
 // s as [N, C] with its strides: it is small and read in place, whatever its layout.
 struct Weights {
   int64_t stride_n, stride_c;
 };
 
-inline void check_inputs(const Tensor& a, const Tensor& s) {
-  check_rank(a, 4, kOp, "a");
-  check_rank(s, 2, kOp, "s");
-  check_same_dtype(a, s, kOp, "a", "s");
-  check_same_device(a, s, kOp, "a", "s");
-  STD_TORCH_CHECK(s.size(0) == a.size(0) && s.size(1) == a.size(1), kOp, ": s must have shape [N, C] of a");
+inline ArgCheck check_inputs(const char* op, const Tensor& a, const Tensor& s) {
+  const ArgCheck check(op, a, "a", 4, kFloating);
+  check(s, "s", {a.size(0), a.size(1)}, {a.scalar_type()});
+  return check;
 }
 
 // The attention map t: [N, 1, H, W], contiguous, in the accumulation dtype.
@@ -44,7 +43,7 @@ struct ForwardIO {
 };
 
 inline ForwardIO prepare_forward(Tensor a, const Tensor& s) {
-  check_inputs(a, s);
+  check_inputs(kOp, a, s);
   a = with_mergeable_hw(a);
   const NCP v = ncp_view(a);
   Tensor out = empty_nchw_like(a, v);
@@ -65,9 +64,9 @@ struct BackwardIO {
 };
 
 inline BackwardIO prepare_backward(Tensor grad_out, Tensor a, const Tensor& s, const Tensor& t) {
-  check_inputs(a, s);
-  check_rank(grad_out, 4, kOp, "grad_out");
-  check_same_dtype(grad_out, a, kOp, "grad_out", "a");
+  const ArgCheck check = check_inputs(kBackward, a, s);
+  check(grad_out, "grad_out", a.sizes(), {a.scalar_type()});
+  check(t, "t", {a.size(0), 1, a.size(2), a.size(3)}, {acc_scalar_type(a.scalar_type())});
   grad_out = with_mergeable_hw(grad_out);
   a = with_mergeable_hw(a);
   const NCP v = ncp_view(a);

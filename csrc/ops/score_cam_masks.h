@@ -13,7 +13,7 @@ namespace camfast::score_cam_masks {
 
 using torch::stable::Tensor;
 
-constexpr const char* kOp = "score_cam_masks";
+constexpr const char* kOp = "camfast::score_cam_masks";
 
 // act [N, K, h, w] read through its four strides (maps are small; any layout is read in place).
 struct ActView {
@@ -34,11 +34,9 @@ struct IO {
 };
 
 inline IO prepare(const Tensor& act, Tensor image) {
-  check_rank(act, 4, kOp, "act");
-  check_rank(image, 4, kOp, "image");
-  check_same_device(act, image, kOp, "act", "image");
-  check_same_dtype(act, image, kOp, "act", "image");
-  STD_TORCH_CHECK(act.size(0) == image.size(0), kOp, ": act and image must have the same batch size");
+  // The image's size, channels included, is free: masks are upsampled to it.
+  ArgCheck(kOp, act, "act", 4, kFloating)(image, "image", {act.size(0), kAnySize, kAnySize, kAnySize},
+                                          {act.scalar_type()});
   // Every output pixel reads its taps from the map: an empty map has none to read.
   STD_TORCH_CHECK(act.size(2) > 0 && act.size(3) > 0, kOp, ": act must have h > 0 and w > 0");
   image = with_mergeable_hw(image);

@@ -18,8 +18,10 @@ namespace camfast::spatial_softmax2d {
 
 using torch::stable::Tensor;
 
-constexpr const char* kSoftmax = "spatial_softmax2d";
-constexpr const char* kArgmax = "spatial_soft_argmax2d";
+constexpr const char* kSoftmax = "camfast::spatial_softmax2d";
+constexpr const char* kSoftmaxBackward = "camfast::_spatial_softmax2d_backward";
+constexpr const char* kArgmax = "camfast::spatial_soft_argmax2d";
+constexpr const char* kArgmaxBackward = "camfast::_spatial_soft_argmax2d_backward";
 
 inline void check_temperature(double temperature, const char* op) {
   STD_TORCH_CHECK(temperature > 0 && std::isfinite(temperature), op,
@@ -39,11 +41,11 @@ inline RowStats new_stats(const Tensor& x) {
           torch::stable::new_empty(x, {x.size(0), x.size(1)}, acc)};
 }
 
-inline RowStats contiguous_stats(const Tensor& row_max, const Tensor& row_sum, const Tensor& x, const char* op) {
-  check_rank(row_max, 2, op, "row_max");
-  check_rank(row_sum, 2, op, "row_sum");
-  STD_TORCH_CHECK(row_max.scalar_type() == acc_type(x.scalar_type()) && row_sum.scalar_type() == row_max.scalar_type(),
-                  op, ": row_max and row_sum must be in x's accumulation dtype");
+// row_max and row_sum checked ([N, C] of x, in its accumulation dtype) and made contiguous.
+inline RowStats checked_stats(const ArgCheck& check, const Tensor& row_max, const Tensor& row_sum, const Tensor& x) {
+  const ScalarType acc = acc_type(x.scalar_type());
+  check(row_max, "row_max", {x.size(0), x.size(1)}, {acc});
+  check(row_sum, "row_sum", {x.size(0), x.size(1)}, {acc});
   return {torch::stable::contiguous(row_max), torch::stable::contiguous(row_sum)};
 }
 
@@ -53,8 +55,7 @@ struct Input {
   NCP v;
 };
 
-inline Input nchw_input(const Tensor& t, const char* op, const char* name) {
-  check_rank(t, 4, op, name);
+inline Input nchw_input(const Tensor& t) {
   Tensor merged = with_mergeable_hw(t);
   const NCP v = ncp_view(merged);
   return {merged, v};
@@ -73,8 +74,9 @@ struct SoftmaxForwardIO {
 };
 
 inline SoftmaxForwardIO prepare_softmax_forward(const Tensor& x, double temperature) {
+  ArgCheck(kSoftmax, x, "x", 4, kFloating);
   check_temperature(temperature, kSoftmax);
-  const Input in = nchw_input(x, kSoftmax, "x");
+  const Input in = nchw_input(x);
   return {in, nchw_output_like(in), new_stats(in.t)};
 }
 
@@ -85,11 +87,12 @@ struct SoftmaxBackwardIO {
 
 inline SoftmaxBackwardIO prepare_softmax_backward(const Tensor& grad_out, const Tensor& x, const Tensor& row_max,
                                                   const Tensor& row_sum, double temperature) {
-  check_temperature(temperature, kSoftmax);
-  check_same_dtype(grad_out, x, kSoftmax, "grad_out", "x");
-  const Input in = nchw_input(x, kSoftmax, "x");
-  return {nchw_input(grad_out, kSoftmax, "grad_out"), in, nchw_output_like(in),
-          contiguous_stats(row_max, row_sum, in.t, kSoftmax)};
+  const ArgCheck check(kSoftmaxBackward, x, "x", 4, kFloating);
+  check(grad_out, "grad_out", x.sizes(), {x.scalar_type()});
+  const RowStats stats = checked_stats(check, row_max, row_sum, x);
+  check_temperature(temperature, kSoftmaxBackward);
+  const Input in = nchw_input(x);
+  return {nchw_input(grad_out), in, nchw_output_like(in), stats};
 }
 
 // The soft-argmax returns its coordinates in the accumulation dtype (the Python wrapper rounds
@@ -101,8 +104,9 @@ struct ArgmaxForwardIO {
 };
 
 inline ArgmaxForwardIO prepare_argmax_forward(const Tensor& x, double temperature) {
+  ArgCheck(kArgmax, x, "x", 4, kFloating);
   check_temperature(temperature, kArgmax);
-  const Input in = nchw_input(x, kArgmax, "x");
+  const Input in = nchw_input(x);
   return {in, torch::stable::new_empty(in.t, {in.v.N, in.v.C, 2}, acc_type(in.t.scalar_type())), new_stats(in.t)};
 }
 
@@ -114,14 +118,14 @@ struct ArgmaxBackwardIO {
 
 inline ArgmaxBackwardIO prepare_argmax_backward(const Tensor& grad_out, const Tensor& x, const Tensor& out,
                                                 const Tensor& row_max, const Tensor& row_sum, double temperature) {
-  check_temperature(temperature, kArgmax);
-  check_rank(grad_out, 3, kArgmax, "grad_out");
-  check_rank(out, 3, kArgmax, "out");
-  STD_TORCH_CHECK(grad_out.scalar_type() == acc_type(x.scalar_type()) && out.scalar_type() == grad_out.scalar_type(),
-                  kArgmax, ": grad_out and out must be in x's accumulation dtype");
-  const Input in = nchw_input(x, kArgmax, "x");
-  return {torch::stable::contiguous(grad_out), torch::stable::contiguous(out), in, nchw_output_like(in),
-          contiguous_stats(row_max, row_sum, in.t, kArgmax)};
+  const ArgCheck check(kArgmaxBackward, x, "x", 4, kFloating);
+  const ScalarType acc = acc_type(x.scalar_type());
+  check(grad_out, "grad_out", {x.size(0), x.size(1), 2}, {acc});
+  check(out, "out", {x.size(0), x.size(1), 2}, {acc});
+  const RowStats stats = checked_stats(check, row_max, row_sum, x);
+  check_temperature(temperature, kArgmaxBackward);
+  const Input in = nchw_input(x);
+  return {torch::stable::contiguous(grad_out), torch::stable::contiguous(out), in, nchw_output_like(in), stats};
 }
 
 }  // namespace camfast::spatial_softmax2d

@@ -13,7 +13,8 @@ namespace camfast::thresholded_avg_pool2d {
 
 using torch::stable::Tensor;
 
-constexpr const char* kOp = "thresholded_avg_pool2d";
+constexpr const char* kOp = "camfast::thresholded_avg_pool2d";
+constexpr const char* kBackward = "camfast::_thresholded_avg_pool2d_backward";
 
 struct ForwardIO {
   Tensor x;    // the input, copied only when its H and W strides do not merge
@@ -24,7 +25,7 @@ struct ForwardIO {
 };
 
 inline ForwardIO prepare_forward(Tensor x) {
-  check_rank(x, 4, kOp, "x");
+  ArgCheck(kOp, x, "x", 4, kFloating);
   x = with_mergeable_hw(x);
   const NCP v = ncp_view(x);
   return {x, v, torch::stable::new_empty(x, {v.N, v.C}), torch::stable::new_empty(x, {v.N, v.C}),
@@ -39,9 +40,11 @@ struct BackwardIO {
 };
 
 inline BackwardIO prepare_backward(const Tensor& grad_out, Tensor x, const Tensor& thr, const Tensor& cnt) {
-  check_rank(x, 4, kOp, "x");
-  check_rank(grad_out, 2, kOp, "grad_out");
-  check_same_dtype(grad_out, x, kOp, "grad_out", "x");
+  const ArgCheck check(kBackward, x, "x", 4, kFloating);
+  const int64_t N = x.size(0), C = x.size(1);
+  check(grad_out, "grad_out", {N, C}, {x.scalar_type()});
+  check(thr, "threshold", {N, C}, {x.scalar_type()});
+  check(cnt, "count", {N, C}, {ScalarType::Int});
   x = with_mergeable_hw(x);
   const NCP v = ncp_view(x);
   Tensor grad_x = empty_nchw_like(x, v);

@@ -23,8 +23,8 @@ and, where the defaults below do not fit,
 In return it runs, on every compiled backend (and on the reference where that says something):
 forward and backward against the reference over dtypes x shapes x layouts, empty batch and
 channels, gradcheck in float64, torch.library.opcheck, torch.compile(fullgraph=True), inputs left
-unmodified, and the same error for bad input on every backend (the first tensor argument's type,
-dtype, rank and empty-map checks come for free).
+unmodified, the same error for bad input on every backend (the first tensor argument's type,
+dtype, rank and empty-map checks come for free), and for a forward-only op a backward that raises.
 
 A subclass keeps only what is particular to its op: edge values, the authors' oracles, module
 tests. For those, `self.assert_matches_reference(backend, *inputs, **options)` is the one-line
@@ -216,11 +216,21 @@ class OpTester:
         with pytest.raises(error, match=message):
             self.call(backend, *make(), **kwargs)
 
+    @every_backend
+    def test_backward_raises(self, device, backend):
+        """A forward-only op computes explainer inputs or outputs: a backward that reaches it raises."""
+        inputs = checks.leaves(self.valid_inputs())
+        out = self.call(backend, *inputs, **self.compile_options(*inputs))
+        with pytest.raises(RuntimeError, match="not differentiable"):
+            out.sum().backward()
+
 
 class LayerOpTester(OpTester):
     """OpTester for a differentiable op: backward in every comparison, and gradcheck."""
 
     differentiable = True
+    # Its backward is compared with the reference and gradchecked instead.
+    test_backward_raises = None
 
     def gradcheck_options(self, *inputs) -> list[dict]:
         return self.options(*inputs)

@@ -1,0 +1,168 @@
+// The gradient CAM methods' raw map on the CPU, NCHW and channels_last in place.
+//
+// Weighted methods first: per image (class t, sample n), each channel's spatial sums and its
+// weight, one task per image. Then every method: per sample and block of pixels, the channel
+// sums of every class and the ReLU. A channel's map (P values) stays in L1 between the passes of
+// the first step, and a block of A in cache across the classes of the second. Compiled for the
+// baseline only: AVX-512 clones of these loops (CAMFAST_SIMD_CLONES) measured up to 3x slower on
+// this 2-core AVX-512 Xeon for the weighted methods and channels_last (benchmarks/NOTES.md).
+#include <algorithm>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include "../kernels/weighted_channel_sum.cuh"
+#include "../ops/weighted_channel_sum.h"
+#include "loops.h"
+#include "planes.h"
+
+namespace camfast {
+namespace {
+
+using torch::stable::Tensor;
+using cpu::Unit;
+using weighted_channel_sum::Method;
+
+// Sums of float32 inputs run in double: every product and alpha is then exact or nearly, so the
+// map is correct to its final rounding even where the channel sum cancels (float32 sums lose
+// there to the reference's own rounding by chance). The price, 1.4-1.9x over float32 sums in
+// these loops (benchmarks/NOTES.md), is paid on a reduction that is under 1 % of an explainer
+// call. float32 for float16 and bfloat16, as every op.
+template <class T> using sum_t = std::conditional_t<std::is_same_v<T, float>, double, acc_t<T>>;
+using cpu::kChannelBlock;
+
+template <class T, Unit U> cpu::Plane<const T, U> plane(const T* base, const NCP& v) {
+  return {base, v.stride_c, v.stride_p};
+}
+
+// Per-task scratch of the weights pass: three sums per channel.
+template <class S> struct WeightScratch {
+  std::vector<S> s, num, den;
+  explicit WeightScratch(int64_t C) : s(C), num(C), den(C) {}
+};
+
+// w[c]: the weights of image i's C channels, from their spatial sums (a channel's rows stay in
+// cache between the sums).
+template <Method M, class T, Unit U>
+void image_weights(const weighted_channel_sum::IO& io, int64_t i, sum_t<T> eps,
+                                       WeightScratch<sum_t<T>>& t, sum_t<T>* w) {
+  using S = sum_t<T>;
+  const NCP& v = io.a;
+  const auto a = plane<T, U>(io.act.const_data_ptr<T>() + io.act_offset(i), io.a);
+  const auto g = plane<T, U>(io.grad.const_data_ptr<T>() + io.grad_offset(i), io.g);
+  for (auto* sums : {&t.s, &t.num, &t.den}) std::fill(sums->begin(), sums->end(), S(0));
+  const S* s = t.s.data();
+  if constexpr (weighted_channel_sum::needs_s(M)) {
+    cpu::add_pixel_sums<U>(v, 0, v.P, t.s.data(), [&](int64_t c, int64_t p) { return S(a(c, p)); });
+  }
+  cpu::add_pixel_sums<U>(v, 0, v.P, t.num.data(), [&](int64_t c, int64_t p) {
+    return weighted_channel_sum::numerator<M>(S(g(c, p)), M == Method::grad_cam ? S(0) : S(a(c, p)), s[c]);
+  });
+  if constexpr (weighted_channel_sum::needs_den(M)) {
+    cpu::add_pixel_sums<U>(v, 0, v.P, t.den.data(), [&](int64_t c, int64_t p) {
+      return weighted_channel_sum::denominator<M>(S(g(c, p)), S(a(c, p)), s[c]);
+    });
+  }
+  for (int64_t c = 0; c < v.C; ++c) w[c] = weighted_channel_sum::weight<M>(t.num[c], t.den[c], v.P, eps);
+}
+
+// out[t, n, p] for every class t and the pixels [p0, p1) of sample n: per block of channels, the
+// channel sums of each class (the block of A stays in cache across the classes), then the ReLU.
+template <Method M, class T, Unit U>
+void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_t p1,
+                                   const sum_t<T>* w, sum_t<T>* part, sum_t<T>* sum) {
+  using S = sum_t<T>;
+  const int64_t len = p1 - p0, N = io.a.N, C = io.a.C;
+  std::fill(sum, sum + io.T * len, S(0));
+  for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
+    NCP block = io.a;
+    block.C = std::min(C, c0 + kChannelBlock) - c0;
+    const auto a = plane<T, U>(io.act.const_data_ptr<T>() + io.act_offset(n) + c0 * io.a.stride_c, io.a);
+    for (int64_t t = 0; t < io.T; ++t) {
+      const int64_t i = t * N + n;
+      if constexpr (weighted_channel_sum::weighted(M)) {
+        const S* wi = w + i * C + c0;
+        cpu::channel_sums<U>(block, p0, p1, part, [&](int64_t c, int64_t p) { return wi[c] * S(a(c, p)); });
+      } else {
+        const auto g = plane<T, U>(io.grad.const_data_ptr<T>() + io.grad_offset(i) + c0 * io.g.stride_c, io.g);
+        cpu::channel_sums<U>(block, p0, p1, part, [&](int64_t c, int64_t p) {
+          return weighted_channel_sum::term<M>(S(g(c, p)), S(a(c, p)));
+        });
+      }
+      S* st = sum + t * len;
+#pragma omp simd
+      for (int64_t k = 0; k < len; ++k) st[k] += part[k];
+    }
+  }
+  T* out = io.out.mutable_data_ptr<T>();
+  for (int64_t t = 0; t < io.T; ++t) {
+    T* row = out + (t * N + n) * io.a.P + p0;
+    for (int64_t k = 0; k < len; ++k) row[k] = T(weighted_channel_sum::relu(sum[t * len + k]));
+  }
+}
+
+template <class T> struct Kernel {
+  using A = sum_t<T>;
+  const weighted_channel_sum::IO& io;
+  A eps;
+
+  // w[i * K + k]: channel k's weight in image i = t * N + n. Tasks run sample-major, so the
+  // classes of one sample follow each other and find its A in cache.
+  template <Method M, Unit U> std::vector<A> weights() const {
+    const NCP& v = io.a;
+    std::vector<A> w(io.images() * v.C);
+    const int64_t grain = std::max<int64_t>(1, cpu::kGrainElements / std::max<int64_t>(1, v.C * v.P));
+    torch::stable::parallel_for(0, io.images(), grain, [&](int64_t begin, int64_t end) {
+      WeightScratch<A> scratch(v.C);
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t i = (j % io.T) * v.N + j / io.T;
+        image_weights<M, T, U>(io, i, eps, scratch, w.data() + i * v.C);
+      }
+    });
+    return w;
+  }
+
+  template <Method M, Unit U> void maps(const std::vector<A>& w) const {
+    cpu::parallel_pixel_blocks(io.a, cpu::pixels_per_block(io.a, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
+      std::vector<A> part(p1 - p0), sum(io.T * (p1 - p0));
+      map_block<M, T, U>(io, n, p0, p1, w.data(), part.data(), sum.data());
+    });
+  }
+
+  void run() const {
+    cpu::dispatch_unit(cpu::unit_axis({io.a, io.g}), [&](auto unit) {
+      constexpr Unit U = decltype(unit)::value;
+      weighted_channel_sum::dispatch_method(io.method, [&](auto method) {
+        constexpr Method M = decltype(method)::value;
+        if constexpr (weighted_channel_sum::weighted(M)) {
+          maps<M, U>(weights<M, U>());
+        } else {
+          maps<M, U>({});
+        }
+      });
+    });
+  }
+};
+
+Tensor weighted_channel_sum_cpu(Tensor act, Tensor grad, std::string method, double eps) {
+  const weighted_channel_sum::IO io = weighted_channel_sum::prepare(act, grad, method, eps);
+  if (io.images() > 0) {
+    dispatch_floating(io.act.scalar_type(), weighted_channel_sum::kOp, [&](auto tag) {
+      using T = decltype(tag);
+      Kernel<T>{io, sum_t<T>(eps)}.run();
+    });
+  }
+  return io.out;
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(camfast, CPU, m) {
+  m.impl("weighted_channel_sum", TORCH_BOX(&weighted_channel_sum_cpu));
+}
+
+}  // namespace camfast
