@@ -3,11 +3,12 @@
 // Weighted methods first: per image (class t, sample n), each channel's spatial sums and its
 // weight, one task per image. Then every method: per sample and block of pixels, the channel
 // sums of every class and the ReLU. A channel's map (P values) stays in L1 between the passes of
-// the first step, and a block of A in cache across the classes of the second. The loops are
-// compute-bound once the data sit in cache (BenchNet's layers are 0.4 to 3 MB), so they are
-// compiled for AVX-512, AVX2 and the baseline (CAMFAST_SIMD_CLONES).
+// the first step, and a block of A in cache across the classes of the second. Compiled for the
+// baseline only: AVX-512 clones of these loops (CAMFAST_SIMD_CLONES) measured up to 3x slower on
+// this 2-core AVX-512 Xeon for the weighted methods and channels_last (benchmarks/NOTES.md).
 #include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <torch/csrc/stable/library.h>
@@ -18,7 +19,6 @@
 #include "../ops/weighted_channel_sum.h"
 #include "loops.h"
 #include "planes.h"
-#include "simd.h"
 
 namespace camfast {
 namespace {
@@ -27,10 +27,12 @@ using torch::stable::Tensor;
 using cpu::Unit;
 using weighted_channel_sum::Method;
 
-// Products, alphas and sums run in double (sum_t) for every input type: every product and alpha
-// is then exact or nearly, so the map is correct to its final rounding even where the channel sum
-// cancels (the wider type costs little once the loops are compiled for AVX2 and AVX-512:
-// benchmarks/NOTES.md).
+// Sums of float32 inputs run in double: every product and alpha is then exact or nearly, so the
+// map is correct to its final rounding even where the channel sum cancels (float32 sums lose
+// there to the reference's own rounding by chance). The price, 1.4-1.9x over float32 sums in
+// these loops (benchmarks/NOTES.md), is paid on a reduction that is under 1 % of an explainer
+// call. float32 for float16 and bfloat16, as every op.
+template <class T> using sum_t = std::conditional_t<std::is_same_v<T, float>, double, acc_t<T>>;
 using cpu::kChannelBlock;
 
 template <class T, Unit U> cpu::Plane<const T, U> plane(const T* base, const NCP& v) {
@@ -46,9 +48,9 @@ template <class S> struct WeightScratch {
 // w[c]: the weights of image i's C channels, from their spatial sums (a channel's rows stay in
 // cache between the sums).
 template <Method M, class T, Unit U>
-CAMFAST_SIMD_CLONES void image_weights(const weighted_channel_sum::IO& io, int64_t i, sum_t eps,
-                                       WeightScratch<sum_t>& t, sum_t* w) {
-  using S = sum_t;
+void image_weights(const weighted_channel_sum::IO& io, int64_t i, sum_t<T> eps,
+                                       WeightScratch<sum_t<T>>& t, sum_t<T>* w) {
+  using S = sum_t<T>;
   const NCP& v = io.a;
   const auto a = plane<T, U>(io.act.const_data_ptr<T>() + io.act_offset(i), io.a);
   const auto g = plane<T, U>(io.grad.const_data_ptr<T>() + io.grad_offset(i), io.g);
@@ -71,9 +73,9 @@ CAMFAST_SIMD_CLONES void image_weights(const weighted_channel_sum::IO& io, int64
 // out[t, n, p] for every class t and the pixels [p0, p1) of sample n: per block of channels, the
 // channel sums of each class (the block of A stays in cache across the classes), then the ReLU.
 template <Method M, class T, Unit U>
-CAMFAST_SIMD_CLONES void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_t p1,
-                                   const sum_t* w, sum_t* part, sum_t* sum) {
-  using S = sum_t;
+void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_t p1,
+                                   const sum_t<T>* w, sum_t<T>* part, sum_t<T>* sum) {
+  using S = sum_t<T>;
   const int64_t len = p1 - p0, N = io.a.N, C = io.a.C;
   std::fill(sum, sum + io.T * len, S(0));
   for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
@@ -104,7 +106,7 @@ CAMFAST_SIMD_CLONES void map_block(const weighted_channel_sum::IO& io, int64_t n
 }
 
 template <class T> struct Kernel {
-  using A = sum_t;
+  using A = sum_t<T>;
   const weighted_channel_sum::IO& io;
   A eps;
 
@@ -151,7 +153,7 @@ Tensor weighted_channel_sum_cpu(Tensor act, Tensor grad, std::string method, dou
   if (io.images() > 0) {
     dispatch_floating(io.act.scalar_type(), weighted_channel_sum::kOp, [&](auto tag) {
       using T = decltype(tag);
-      Kernel<T>{io, sum_t(eps)}.run();
+      Kernel<T>{io, sum_t<T>(eps)}.run();
     });
   }
   return io.out;
