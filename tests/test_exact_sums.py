@@ -13,12 +13,15 @@ catches the drift.
 Error of a result: its largest deviation from float64 over the positions where float64 is
 finite, divided by the largest finite |float64| (a normwise error: elementwise relative errors of
 a softmax's underflowing tail are noise in every implementation). A result that overflows or
-turns NaN where float64 does not has an infinite error. The bound is
-    error(op) <= 2 error(eager) + eps(dtype),
-the floor being one unit of roundoff of the result's magnitude: the op and eager round the
-elementwise steps around the sums (a mean rounded to the input dtype, a sigmoid, a product) at
-different places, and where eager lands exactly (a 1 x 1 map, a handful of terms) that one
-rounding is all the two can differ by. The drift this test exists for is hundreds of ulps.
+turns NaN where float64 does not has an infinite error. The bound is the one the op tests
+apply to float16 and bfloat16 (checks.LOW_PRECISION_FACTOR and LOW_PRECISION_ULPS):
+    error(op) <= 2 error(eager) + 4 eps(dtype),
+the floor being four units of roundoff of the result's magnitude: the op and eager compute the
+elementwise steps around the sums (an exp within 2 ulps, a reciprocal, a mean rounded to the
+input dtype) differently, a few roundings apart, and where eager lands on or next to the exact
+value (a 1 x 1 map, a handful of terms) those roundings are all the two can differ by. The drift
+this test exists for is larger: 12 float32 ulps for TAP at 512 x 512, 16 for GGAM's channel sums
+over 8192 channels, hundreds at 4096 x 4096.
 
 Outputs are compared through autograd, so every backward reduction (ADL's and GGAM's channel
 dot products, the softmax's sum of g p, GGAM's grad_s, ABN's grad_m) is checked with its forward.
@@ -114,6 +117,11 @@ def error(actual: torch.Tensor | None, exact: torch.Tensor | None) -> float:
     return deviation / scale if scale > 0 else deviation
 
 
+def bound(eager_error: float, dtype: torch.dtype) -> float:
+    """The largest error allowed where eager errs by eager_error (see the module docstring)."""
+    return checks.LOW_PRECISION_FACTOR * eager_error + checks.LOW_PRECISION_ULPS * torch.finfo(dtype).eps
+
+
 def assert_within_eager(op: str, backend: str, inputs: tuple, options: dict, dtype: torch.dtype,
                         backward: bool = True) -> None:
     """The op's output (and gradients, with backward) against float64, bounded by eager's in the same dtype."""
@@ -128,12 +136,12 @@ def assert_within_eager(op: str, backend: str, inputs: tuple, options: dict, dty
     ours = run(lambda *t, **o: tester.call(backend, *t, **o), checks.leaves(inputs))
     eager = run(tester.ref, checks.leaves(inputs))
     exact = run(tester.ref, checks.leaves(inputs, torch.float64))
-    floor = torch.finfo(dtype).eps
     for i, (a, e, x) in enumerate(zip(ours, eager, exact, strict=True)):
         name = "output" if i == 0 else f"grad {i - 1}"
         ours_error, eager_error = error(a, x), error(e, x)
-        assert ours_error <= 2 * eager_error + floor, (
-            f"{op} {options} {dtype} {name}: error {ours_error:.3g} against float64, eager's {eager_error:.3g}")
+        assert ours_error <= bound(eager_error, dtype), (
+            f"{op} {options} {dtype} {name} {[tuple(t.shape) for t in inputs]} strides {[t.stride() for t in inputs]}: "
+            f"error {ours_error:.3g} against float64, eager's {eager_error:.3g}")
 
 
 def cases():
@@ -243,7 +251,7 @@ def test_tensor_past_2_31_elements():
     rows = x.view(x.shape[1], pixels)
     exact = torch.stack([sum(chunk.double().sum() for chunk in row.split(2**26)) for row in rows]).view(1, -1) / pixels
     ours_error, eager_error = error(out, exact), error(eager, exact)
-    assert ours_error <= 2 * eager_error + torch.finfo(torch.float32).eps, (ours_error, eager_error)
+    assert ours_error <= bound(eager_error, torch.float32), (ours_error, eager_error)
 
 
 def test_check_rejects_a_running_float32_sum():
@@ -256,4 +264,4 @@ def test_check_rejects_a_running_float32_sum():
     exact = reference.thresholded_avg_pool2d(x.double(), 0.1)
     eager = reference.thresholded_avg_pool2d(x, 0.1)
     assert running.dtype == torch.float32
-    assert error(running, exact) > 2 * error(eager, exact) + torch.finfo(torch.float32).eps
+    assert error(running, exact) > bound(error(eager, exact), torch.float32)

@@ -17,6 +17,19 @@ constexpr int64_t kChannelBlock = 64;
 // Enough elements per task that the thread pool's overhead is noise.
 constexpr int64_t kGrainElements = 1 << 15;
 
+// Sums. A float running sum of n terms drifts by up to n ulps, and double accumulators slow the
+// compute-bound loops (1.1-1.7x; 7x in TAP, where the widened select stops GCC vectorising:
+// benchmarks/NOTES.md, "Exact sums"). So sums run in float blocks whose totals are added in double
+// (sum_t): the error no longer grows with the length of the sum, and the loops keep their speed.
+// The block loops are written out in each kernel: behind a lambda, GCC kept TAP's counts in
+// memory (1.5x slower).
+//
+// Terms one float accumulator adds per block, where each accumulator is a channel (or pixel).
+constexpr int64_t kSumChain = 64;
+// Terms per block of a vectorised reduction: 256 per lane at SSE2's 4 float lanes, 64 at
+// AVX-512's 16. Blocks of 256 cost TAP's row loop up to 1.4x (loop entry and exit per block).
+constexpr int64_t kLaneSumBlock = 16 * kSumChain;
+
 // Strided access with the unit stride known at compile time, so the contiguous case vectorises.
 template <bool kUnit> struct Stride {
   int64_t s;

@@ -5,6 +5,7 @@
 // never writes the softmax: the exp pass accumulates sum(e), sum(e X) and sum(e Y) directly.
 // The exp makes these loops compute-bound, so every row and block kernel is compiled for AVX-512,
 // AVX2 and the baseline (CAMFAST_SIMD_CLONES).
+#include <algorithm>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -62,6 +63,10 @@ acc_t<T> row_max(const T* x, Stride<kUnit> at, int64_t P, acc_t<T> inv_t) {
 // error), so that pass recomputes it instead.
 template <class T> constexpr bool kKeepsExp = std::is_same_v<T, acc_t<T>>;
 
+// The sums run in float blocks added in double (loops.h, kSumChain).
+using cpu::kLaneSumBlock;
+using cpu::kSumChain;
+
 template <class T, bool kUnit>
 CAMFAST_SIMD_CLONES
 void softmax_row(const T* x, Stride<kUnit> xa, T* out, Stride<kUnit> oa, int64_t P, acc_t<T> inv_t, acc_t<T>* m,
@@ -69,11 +74,16 @@ void softmax_row(const T* x, Stride<kUnit> xa, T* out, Stride<kUnit> oa, int64_t
   using A = acc_t<T>;
   const A mx = row_max(x, xa, P, inv_t);
   sum_t sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t p = 0; p < P; ++p) {
-    const A e = exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
-    if constexpr (kKeepsExp<T>) out[oa(p)] = T(e);
-    sum += e;
+  for (int64_t p0 = 0; p0 < P; p0 += kLaneSumBlock) {
+    const int64_t p1 = std::min(P, p0 + kLaneSumBlock);
+    A part = A(0);
+#pragma omp simd reduction(+ : part)
+    for (int64_t p = p0; p < p1; ++p) {
+      const A e = exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
+      if constexpr (kKeepsExp<T>) out[oa(p)] = T(e);
+      part += e;
+    }
+    sum += part;
   }
   const A inv_s = A(1 / sum);
 #pragma omp simd
@@ -92,11 +102,16 @@ void softmax_backward_row(const T* g, Stride<kUnit> ga, const T* x, Stride<kUnit
                           int64_t P, acc_t<T> inv_t, acc_t<T> m, acc_t<T> inv_s) {
   using A = acc_t<T>;
   sum_t sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t p = 0; p < P; ++p) {
-    const A y = exp_nonpositive(A(x[xa(p)]) * inv_t - m) * inv_s;
-    gx[oa(p)] = T(y);
-    sum += A(g[ga(p)]) * y;
+  for (int64_t p0 = 0; p0 < P; p0 += kLaneSumBlock) {
+    const int64_t p1 = std::min(P, p0 + kLaneSumBlock);
+    A part = A(0);
+#pragma omp simd reduction(+ : part)
+    for (int64_t p = p0; p < p1; ++p) {
+      const A y = exp_nonpositive(A(x[xa(p)]) * inv_t - m) * inv_s;
+      gx[oa(p)] = T(y);
+      part += A(g[ga(p)]) * y;
+    }
+    sum += part;
   }
   const A dot = A(sum);
 #pragma omp simd
@@ -110,12 +125,19 @@ void soft_argmax_row(const T* x, Stride<kUnit> xa, int64_t P, const acc_t<T>* X,
   using A = acc_t<T>;
   const A mx = row_max(x, xa, P, inv_t);
   sum_t sum = 0, sx = 0, sy = 0;
-#pragma omp simd reduction(+ : sum, sx, sy)
-  for (int64_t p = 0; p < P; ++p) {
-    const A e = exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
-    sum += e;
-    sx += e * X[p];
-    sy += e * Y[p];
+  for (int64_t p0 = 0; p0 < P; p0 += kLaneSumBlock) {
+    const int64_t p1 = std::min(P, p0 + kLaneSumBlock);
+    A part = A(0), part_x = A(0), part_y = A(0);
+#pragma omp simd reduction(+ : part, part_x, part_y)
+    for (int64_t p = p0; p < p1; ++p) {
+      const A e = exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
+      part += e;
+      part_x += e * X[p];
+      part_y += e * Y[p];
+    }
+    sum += part;
+    sx += part_x;
+    sy += part_y;
   }
   out[0] = A(sx / sum);
   out[1] = A(sy / sum);
@@ -170,15 +192,20 @@ void softmax_block(const T* x, int64_t x_stride, T* out, int64_t out_stride, int
   using A = acc_t<T>;
   block_max(x, x_stride, P, nc, inv_t, m);
   sum_t sum[kChannelBlock];
+  A part[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) sum[c] = 0;
-  for (int64_t p = 0; p < P; ++p) {
-    const T* px = x + p * x_stride;
-    T* po = out + p * out_stride;
-    for (int64_t c = 0; c < nc; ++c) {
-      const A e = exp_nonpositive(A(px[c]) * inv_t - m[c]);
-      if constexpr (kKeepsExp<T>) po[c] = T(e);
-      sum[c] += e;
+  for (int64_t p0 = 0; p0 < P; p0 += kSumChain) {
+    for (int64_t c = 0; c < nc; ++c) part[c] = A(0);
+    for (int64_t p = p0; p < std::min(P, p0 + kSumChain); ++p) {
+      const T* px = x + p * x_stride;
+      T* po = out + p * out_stride;
+      for (int64_t c = 0; c < nc; ++c) {
+        const A e = exp_nonpositive(A(px[c]) * inv_t - m[c]);
+        if constexpr (kKeepsExp<T>) po[c] = T(e);
+        part[c] += e;
+      }
     }
+    for (int64_t c = 0; c < nc; ++c) sum[c] += part[c];
   }
   A inv_s[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) {
@@ -200,20 +227,24 @@ CAMFAST_SIMD_CLONES
 void softmax_backward_block(const T* g, int64_t g_stride, const T* x, int64_t x_stride, T* gx, int64_t out_stride,
                             int64_t P, int64_t nc, acc_t<T> inv_t, const acc_t<T>* m, const acc_t<T>* s) {
   using A = acc_t<T>;
-  A inv_s[kChannelBlock], dot[kChannelBlock];
+  A inv_s[kChannelBlock], dot[kChannelBlock], part[kChannelBlock];
   sum_t sum[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) {
     inv_s[c] = A(1) / s[c];
     sum[c] = 0;
   }
-  for (int64_t p = 0; p < P; ++p) {
-    const T *px = x + p * x_stride, *pg = g + p * g_stride;
-    T* po = gx + p * out_stride;
-    for (int64_t c = 0; c < nc; ++c) {
-      const A y = exp_nonpositive(A(px[c]) * inv_t - m[c]) * inv_s[c];
-      po[c] = T(y);
-      sum[c] += A(pg[c]) * y;
+  for (int64_t p0 = 0; p0 < P; p0 += kSumChain) {
+    for (int64_t c = 0; c < nc; ++c) part[c] = A(0);
+    for (int64_t p = p0; p < std::min(P, p0 + kSumChain); ++p) {
+      const T *px = x + p * x_stride, *pg = g + p * g_stride;
+      T* po = gx + p * out_stride;
+      for (int64_t c = 0; c < nc; ++c) {
+        const A y = exp_nonpositive(A(px[c]) * inv_t - m[c]) * inv_s[c];
+        po[c] = T(y);
+        part[c] += A(pg[c]) * y;
+      }
     }
+    for (int64_t c = 0; c < nc; ++c) sum[c] += part[c];
   }
   for (int64_t c = 0; c < nc; ++c) dot[c] = A(sum[c]);
   for (int64_t p = 0; p < P; ++p) {
@@ -230,15 +261,24 @@ void soft_argmax_block(const T* x, int64_t x_stride, int64_t P, int64_t nc, cons
   using A = acc_t<T>;
   block_max(x, x_stride, P, nc, inv_t, m);
   sum_t sum[kChannelBlock], sx[kChannelBlock], sy[kChannelBlock];
+  A part[kChannelBlock], part_x[kChannelBlock], part_y[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) sum[c] = sx[c] = sy[c] = 0;
-  for (int64_t p = 0; p < P; ++p) {
-    const T* px = x + p * x_stride;
-    const A cx = X[p], cy = Y[p];
+  for (int64_t p0 = 0; p0 < P; p0 += kSumChain) {
+    for (int64_t c = 0; c < nc; ++c) part[c] = part_x[c] = part_y[c] = A(0);
+    for (int64_t p = p0; p < std::min(P, p0 + kSumChain); ++p) {
+      const T* px = x + p * x_stride;
+      const A cx = X[p], cy = Y[p];
+      for (int64_t c = 0; c < nc; ++c) {
+        const A e = exp_nonpositive(A(px[c]) * inv_t - m[c]);
+        part[c] += e;
+        part_x[c] += e * cx;
+        part_y[c] += e * cy;
+      }
+    }
     for (int64_t c = 0; c < nc; ++c) {
-      const A e = exp_nonpositive(A(px[c]) * inv_t - m[c]);
-      sum[c] += e;
-      sx[c] += e * cx;
-      sy[c] += e * cy;
+      sum[c] += part[c];
+      sx[c] += part_x[c];
+      sy[c] += part_y[c];
     }
   }
   for (int64_t c = 0; c < nc; ++c) {
