@@ -21,14 +21,28 @@ constexpr int64_t kGrainElements = 1 << 15;
 // compute-bound loops (1.1-1.7x; 7x in TAP, where the widened select stops GCC vectorising:
 // benchmarks/NOTES.md, "Exact sums"). So sums run in float blocks whose totals are added in double
 // (sum_t): the error no longer grows with the length of the sum, and the loops keep their speed.
-// The block loops are written out in each kernel: behind a lambda, GCC kept TAP's counts in
-// memory (1.5x slower).
+// A loop with one sum calls lane_sum; loops with several (TAP's sum and count, soft-argmax's
+// three) are written out: behind a lambda, GCC kept TAP's counts in memory (1.5x slower).
 //
 // Terms one float accumulator adds per block, where each accumulator is a channel (or pixel).
 constexpr int64_t kSumChain = 64;
 // Terms per block of a vectorised reduction: 256 per lane at SSE2's 4 float lanes, 64 at
 // AVX-512's 16. Blocks of 256 cost TAP's row loop up to 1.4x (loop entry and exit per block).
 constexpr int64_t kLaneSumBlock = 16 * kSumChain;
+
+// sum over p in [0, P) of term(p), one vectorised reduction in float blocks of kLaneSumBlock added
+// in double. term may also store (the softmax rows keep each exp for their next pass).
+template <class A, class F> inline sum_t lane_sum(int64_t P, const F& term) {
+  sum_t sum = 0;
+  for (int64_t p0 = 0; p0 < P; p0 += kLaneSumBlock) {
+    const int64_t p1 = std::min(P, p0 + kLaneSumBlock);
+    A part = A(0);
+#pragma omp simd reduction(+ : part)
+    for (int64_t p = p0; p < p1; ++p) part += term(p);
+    sum += part;
+  }
+  return sum;
+}
 
 // Strided access with the unit stride known at compile time, so the contiguous case vectorises.
 template <bool kUnit> struct Stride {

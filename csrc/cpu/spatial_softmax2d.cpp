@@ -63,9 +63,10 @@ acc_t<T> row_max(const T* x, Stride<kUnit> at, int64_t P, acc_t<T> inv_t) {
 // error), so that pass recomputes it instead.
 template <class T> constexpr bool kKeepsExp = std::is_same_v<T, acc_t<T>>;
 
-// The sums run in float blocks added in double (loops.h, kSumChain).
+// The sums run in float blocks added in double (loops.h, kSumChain, lane_sum).
 using cpu::kLaneSumBlock;
 using cpu::kSumChain;
+using cpu::lane_sum;
 
 template <class T, bool kUnit>
 CAMFAST_SIMD_CLONES
@@ -73,18 +74,11 @@ void softmax_row(const T* x, Stride<kUnit> xa, T* out, Stride<kUnit> oa, int64_t
                  acc_t<T>* s) {
   using A = acc_t<T>;
   const A mx = row_max(x, xa, P, inv_t);
-  sum_t sum = 0;
-  for (int64_t p0 = 0; p0 < P; p0 += kLaneSumBlock) {
-    const int64_t p1 = std::min(P, p0 + kLaneSumBlock);
-    A part = A(0);
-#pragma omp simd reduction(+ : part)
-    for (int64_t p = p0; p < p1; ++p) {
-      const A e = exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
-      if constexpr (kKeepsExp<T>) out[oa(p)] = T(e);
-      part += e;
-    }
-    sum += part;
-  }
+  const sum_t sum = lane_sum<A>(P, [&](int64_t p) {
+    const A e = exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
+    if constexpr (kKeepsExp<T>) out[oa(p)] = T(e);
+    return e;
+  });
   const A inv_s = A(1 / sum);
 #pragma omp simd
   for (int64_t p = 0; p < P; ++p) {
@@ -101,19 +95,11 @@ CAMFAST_SIMD_CLONES
 void softmax_backward_row(const T* g, Stride<kUnit> ga, const T* x, Stride<kUnit> xa, T* gx, Stride<kUnit> oa,
                           int64_t P, acc_t<T> inv_t, acc_t<T> m, acc_t<T> inv_s) {
   using A = acc_t<T>;
-  sum_t sum = 0;
-  for (int64_t p0 = 0; p0 < P; p0 += kLaneSumBlock) {
-    const int64_t p1 = std::min(P, p0 + kLaneSumBlock);
-    A part = A(0);
-#pragma omp simd reduction(+ : part)
-    for (int64_t p = p0; p < p1; ++p) {
-      const A y = exp_nonpositive(A(x[xa(p)]) * inv_t - m) * inv_s;
-      gx[oa(p)] = T(y);
-      part += A(g[ga(p)]) * y;
-    }
-    sum += part;
-  }
-  const A dot = A(sum);
+  const A dot = A(lane_sum<A>(P, [&](int64_t p) {
+    const A y = exp_nonpositive(A(x[xa(p)]) * inv_t - m) * inv_s;
+    gx[oa(p)] = T(y);
+    return A(g[ga(p)]) * y;
+  }));
 #pragma omp simd
   for (int64_t p = 0; p < P; ++p) gx[oa(p)] = T(inv_t * A(gx[oa(p)]) * (A(g[ga(p)]) - dot));
 }
