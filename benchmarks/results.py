@@ -100,9 +100,11 @@ def upsert_rows(path: Path, new_rows: Iterable[dict[str, str]]) -> list[dict[str
     rows.update({tuple(r[k] for k in KEY): r for r in new_rows})
     ordered = sorted(rows.values(), key=lambda r: tuple(r[k] for k in KEY))
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Rows written before a column existed leave it empty; columns since retired (the p20/p80 of
+    # the older harness) are kept after the current ones, so no published number is lost.
+    retired = [c for r in ordered for c in r if c not in COLUMNS]
     with path.open("w", newline="") as f:
-        # Rows written before a column existed keep it empty; retired columns are dropped.
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=COLUMNS + list(dict.fromkeys(retired)))
         writer.writeheader()
         writer.writerows(ordered)
     return ordered
@@ -132,15 +134,17 @@ def _ms(row: dict[str, str] | None, column: str) -> str:
 
 def _table(groups: dict[tuple, dict[str, dict[str, str]]]) -> str:
     """One line per case: each provider's median time, its first call and 90th/99th percentiles,
-    its speed-up (medians) and peak memory."""
+    its speed-up (medians) and peak memory. Rows measured before the harness timed single calls
+    have no first call or percentiles: a table of only those leaves their columns out."""
     providers = sorted({p for by in groups.values() for p in by}, key=lambda p: (p != "reference", p))
+    latency = any(r.get("first_ms") for by in groups.values() for r in by.values())
     head = ["op", "mode", "shape", "dtype"] + [f"{p} ms" for p in providers]
-    head += [f"{p} first / p90 / p99 ms" for p in providers]
+    head += [f"{p} first / p90 / p99 ms" for p in providers if latency]
     head += [f"{p} speed-up" for p in providers if p != "reference"] + ["peak MB (" + ", ".join(providers) + ")"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (op, mode, shape, dtype), by in groups.items():
         times = [_ms(by.get(p), "p50_ms") for p in providers]
-        times += [" / ".join(_ms(by.get(p), c) for c in ("first_ms", "p90_ms", "p99_ms")) for p in providers]
+        times += [" / ".join(_ms(by.get(p), c) for c in ("first_ms", "p90_ms", "p99_ms")) for p in providers if latency]
         speed = [f"{float(by[p]['speedup_vs_reference']):.2f}x" if p in by and by[p]["speedup_vs_reference"] else "-"
                  for p in providers if p != "reference"]
         peak = ", ".join(f"{float(by[p]['peak_mb']):.0f}" if p in by else "-" for p in providers)

@@ -60,3 +60,28 @@ def test_gpu_smoke_runs_and_passes_on_cpu():
     lines = [line for line in run.stdout.splitlines() if line.startswith(("PASS", "FAIL", "SKIP", "CRASH"))]
     assert [line.split()[:3] for line in lines] == [["PASS", "attention_branch_mix", "cpu-cpp"],
                                                     ["PASS", "attention_branch_mix", "cpu-triton"]], run.stdout
+
+
+def test_publishing_keeps_rows_of_the_older_harness(tmp_path):
+    """Published rows from before the harness timed single calls (p20/p80, no first call) keep
+    every value when new rows are merged in, and tables of only such rows keep their columns."""
+    from benchmarks import results
+
+    env = dict(device="cpu", threads="2", torch="2", triton="3", camfast="0", git_sha="abc", timestamp="t",
+               speedup_vs_reference="", gbps="", peak_mb="1")
+    old = [dict(env, op="adl", mode="forward", shape="1", dtype="float32", provider=p, p20_ms="1.5",
+                p50_ms=ms, p80_ms="2.5") for p, ms in (("reference", "2"), ("cpp", "1"))]
+    path = tmp_path / "rows.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(old[0]))
+        writer.writeheader()
+        writer.writerows(old)
+    assert "first / p90 / p99" not in results.markdown_table(results.read_rows(path))
+    new = dict(env, op="adl", mode="backward", shape="1", dtype="float32", provider="cpp", first_ms="9",
+               p50_ms="1", p90_ms="2", p99_ms="3", calls="10")
+    results.upsert_rows(path, [new])
+    rows = results.read_rows(path)
+    by_mode = {r["mode"]: r for r in rows if r["provider"] == "cpp"}
+    assert {k: by_mode["forward"][k] for k in old[1]} == old[1] and by_mode["forward"]["first_ms"] == ""
+    assert {k: by_mode["backward"][k] for k in new} == new
+    assert "| adl | forward | 1 | float32 | 2 | 1 | - / - / - | - / - / - |" in results.markdown_table(rows)
