@@ -116,6 +116,16 @@ class TestWeightedChannelSum(OpTester):
         # eps = 0: the dead channel's weight is 0 / 0, as in eager PyTorch.
         assert camfast.weighted_channel_sum(act, grad, "xgrad-cam", eps=0.0, backend=backend)[0].isnan().all()
 
+    @every_backend_and_reference
+    def test_every_float16_value(self, device, backend):
+        """Each of the 65536 float16 values, subnormals, infinities and NaN included, read exactly:
+        a map of one channel is ReLU(g A) with g = 1 and g = -1."""
+        values = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
+        act = values.to(device).view(1, 1, 256, 256)
+        for sign in (1.0, -1.0):
+            out = camfast.weighted_channel_sum(act, torch.full_like(act, sign), "hires-cam", backend=backend)
+            torch.testing.assert_close(out, (sign * act[:, 0]).relu(), rtol=0, atol=0, equal_nan=True)
+
     @every_backend
     def test_ops_check_their_arguments_when_called_directly(self, device, backend):
         """The arguments other than tensors' shapes, dtypes and devices (tests/test_entry_points.py)."""

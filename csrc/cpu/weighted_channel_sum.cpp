@@ -19,6 +19,7 @@
 #include "../ops/weighted_channel_sum.h"
 #include "loops.h"
 #include "planes.h"
+#include "simd.h"
 
 namespace camfast {
 namespace {
@@ -27,57 +28,67 @@ using torch::stable::Tensor;
 using cpu::Unit;
 using weighted_channel_sum::Method;
 
-// Sums of float32 inputs run in double: every product and alpha is then exact or nearly, so the
-// map is correct to its final rounding even where the channel sum cancels (float32 sums lose
-// there to the reference's own rounding by chance). The price, 1.4-1.9x over float32 sums in
-// these loops (benchmarks/NOTES.md), is paid on a reduction that is under 1 % of an explainer
-// call. float32 for float16 and bfloat16, as every op.
-template <class T> using sum_t = std::conditional_t<std::is_same_v<T, float>, double, acc_t<T>>;
+// Terms (products, alphas, ReLUs) in acc_t, float for float32, float16 and bfloat16 as eager
+// PyTorch evaluates them, summed in float blocks into double totals (sum_t; planes.h). Each term
+// is then rounded as eager rounds it, and the totals drift less than eager's float sums. Terms in
+// double cost up to 2x in these loops, which are compiled for SSE2's 2 double lanes
+// (benchmarks/NOTES.md, "Float terms, double totals").
+//
+// Except for float32's weighted maps: their weights and the products w A run in double (exact_t).
+// Rounded to float, as eager rounds them, the map of a small map that cancels (three products of
+// 1e-3 summing to 1e-5) differs from eager's by other roundings than eager's own, at up to 5x
+// eager's error against float64. float16 and bfloat16 round their inputs far more coarsely.
+template <class T> using exact_t = std::conditional_t<std::is_same_v<T, float>, sum_t, acc_t<T>>;
 using cpu::kChannelBlock;
+using cpu::widen;
 
 template <class T, Unit U> cpu::Plane<const T, U> plane(const T* base, const NCP& v) {
   return {base, v.stride_c, v.stride_p};
 }
 
-// Per-task scratch of the weights pass: three sums per channel.
-template <class S> struct WeightScratch {
-  std::vector<S> s, num, den;
-  explicit WeightScratch(int64_t C) : s(C), num(C), den(C) {}
+// Per-task scratch of the weights pass: three totals per channel, and the first as a term.
+template <class A> struct WeightScratch {
+  std::vector<sum_t> s, num, den;
+  std::vector<A> s_term;
+  explicit WeightScratch(int64_t C) : s(C), num(C), den(C), s_term(C) {}
 };
 
 // w[c]: the weights of image i's C channels, from their spatial sums (a channel's rows stay in
-// cache between the sums).
+// cache between the sums). Computed in double from the totals, then rounded to a term.
 template <Method M, class T, Unit U>
-void image_weights(const weighted_channel_sum::IO& io, int64_t i, sum_t<T> eps,
-                                       WeightScratch<sum_t<T>>& t, sum_t<T>* w) {
-  using S = sum_t<T>;
+void image_weights(const weighted_channel_sum::IO& io, int64_t i, sum_t eps, WeightScratch<acc_t<T>>& t,
+                   exact_t<T>* w) {
+  using A = acc_t<T>;
   const NCP& v = io.a;
   const auto a = plane<T, U>(io.act.const_data_ptr<T>() + io.act_offset(i), io.a);
   const auto g = plane<T, U>(io.grad.const_data_ptr<T>() + io.grad_offset(i), io.g);
-  for (auto* sums : {&t.s, &t.num, &t.den}) std::fill(sums->begin(), sums->end(), S(0));
-  const S* s = t.s.data();
+  for (auto* sums : {&t.s, &t.num, &t.den}) std::fill(sums->begin(), sums->end(), sum_t(0));
+  const A* s = t.s_term.data();
   if constexpr (weighted_channel_sum::needs_s(M)) {
-    cpu::add_pixel_sums<U>(v, 0, v.P, t.s.data(), [&](int64_t c, int64_t p) { return S(a(c, p)); });
+    cpu::add_pixel_sums<U>(v, 0, v.P, t.s.data(), [&](int64_t c, int64_t p) { return widen(a(c, p)); });
+    std::copy(t.s.begin(), t.s.end(), t.s_term.begin());
   }
+  // XGrad-CAM's numerator is a sum of products g A: exact_t, like the map's products.
+  using Num = std::conditional_t<M == Method::xgrad_cam, exact_t<T>, A>;
   cpu::add_pixel_sums<U>(v, 0, v.P, t.num.data(), [&](int64_t c, int64_t p) {
-    return weighted_channel_sum::numerator<M>(S(g(c, p)), M == Method::grad_cam ? S(0) : S(a(c, p)), s[c]);
+    const Num gv = widen(g(c, p)), av = M == Method::grad_cam ? Num(0) : Num(widen(a(c, p)));
+    return weighted_channel_sum::numerator<M>(gv, av, Num(s[c]));
   });
   if constexpr (weighted_channel_sum::needs_den(M)) {
     cpu::add_pixel_sums<U>(v, 0, v.P, t.den.data(), [&](int64_t c, int64_t p) {
-      return weighted_channel_sum::denominator<M>(S(g(c, p)), S(a(c, p)), s[c]);
+      return weighted_channel_sum::denominator<M>(widen(g(c, p)), widen(a(c, p)), s[c]);
     });
   }
-  for (int64_t c = 0; c < v.C; ++c) w[c] = weighted_channel_sum::weight<M>(t.num[c], t.den[c], v.P, eps);
+  for (int64_t c = 0; c < v.C; ++c) w[c] = exact_t<T>(weighted_channel_sum::weight<M>(t.num[c], t.den[c], v.P, eps));
 }
 
 // out[t, n, p] for every class t and the pixels [p0, p1) of sample n: per block of channels, the
 // channel sums of each class (the block of A stays in cache across the classes), then the ReLU.
 template <Method M, class T, Unit U>
-void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_t p1,
-                                   const sum_t<T>* w, sum_t<T>* part, sum_t<T>* sum) {
-  using S = sum_t<T>;
+void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_t p1, const exact_t<T>* w,
+               sum_t* part, sum_t* sum) {
   const int64_t len = p1 - p0, N = io.a.N, C = io.a.C;
-  std::fill(sum, sum + io.T * len, S(0));
+  std::fill(sum, sum + io.T * len, sum_t(0));
   for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
     NCP block = io.a;
     block.C = std::min(C, c0 + kChannelBlock) - c0;
@@ -85,15 +96,15 @@ void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_
     for (int64_t t = 0; t < io.T; ++t) {
       const int64_t i = t * N + n;
       if constexpr (weighted_channel_sum::weighted(M)) {
-        const S* wi = w + i * C + c0;
-        cpu::channel_sums<U>(block, p0, p1, part, [&](int64_t c, int64_t p) { return wi[c] * S(a(c, p)); });
+        const exact_t<T>* wi = w + i * C + c0;
+        cpu::channel_sums<U>(block, p0, p1, part, [&](int64_t c, int64_t p) { return wi[c] * exact_t<T>(widen(a(c, p))); });
       } else {
         const auto g = plane<T, U>(io.grad.const_data_ptr<T>() + io.grad_offset(i) + c0 * io.g.stride_c, io.g);
         cpu::channel_sums<U>(block, p0, p1, part, [&](int64_t c, int64_t p) {
-          return weighted_channel_sum::term<M>(S(g(c, p)), S(a(c, p)));
+          return weighted_channel_sum::term<M>(widen(g(c, p)), widen(a(c, p)));
         });
       }
-      S* st = sum + t * len;
+      sum_t* st = sum + t * len;
 #pragma omp simd
       for (int64_t k = 0; k < len; ++k) st[k] += part[k];
     }
@@ -106,15 +117,15 @@ void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_
 }
 
 template <class T> struct Kernel {
-  using A = sum_t<T>;
+  using A = acc_t<T>;
   const weighted_channel_sum::IO& io;
-  A eps;
+  sum_t eps;
 
   // w[i * K + k]: channel k's weight in image i = t * N + n. Tasks run sample-major, so the
   // classes of one sample follow each other and find its A in cache.
-  template <Method M, Unit U> std::vector<A> weights() const {
+  template <Method M, Unit U> std::vector<exact_t<T>> weights() const {
     const NCP& v = io.a;
-    std::vector<A> w(io.images() * v.C);
+    std::vector<exact_t<T>> w(io.images() * v.C);
     const int64_t grain = std::max<int64_t>(1, cpu::kGrainElements / std::max<int64_t>(1, v.C * v.P));
     torch::stable::parallel_for(0, io.images(), grain, [&](int64_t begin, int64_t end) {
       WeightScratch<A> scratch(v.C);
@@ -126,9 +137,9 @@ template <class T> struct Kernel {
     return w;
   }
 
-  template <Method M, Unit U> void maps(const std::vector<A>& w) const {
+  template <Method M, Unit U> void maps(const std::vector<exact_t<T>>& w) const {
     cpu::parallel_pixel_blocks(io.a, cpu::pixels_per_block(io.a, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
-      std::vector<A> part(p1 - p0), sum(io.T * (p1 - p0));
+      std::vector<sum_t> part(p1 - p0), sum(io.T * (p1 - p0));
       map_block<M, T, U>(io, n, p0, p1, w.data(), part.data(), sum.data());
     });
   }
@@ -153,7 +164,7 @@ Tensor weighted_channel_sum_cpu(Tensor act, Tensor grad, std::string method, dou
   if (io.images() > 0) {
     dispatch_floating(io.act.scalar_type(), weighted_channel_sum::kOp, [&](auto tag) {
       using T = decltype(tag);
-      Kernel<T>{io, sum_t<T>(eps)}.run();
+      Kernel<T>{io, eps}.run();
     });
   }
   return io.out;
