@@ -4,8 +4,10 @@
 // weight, one task per image. Then every method: per sample and block of pixels, the channel
 // sums of every class and the ReLU. A channel's map (P values) stays in L1 between the passes of
 // the first step, and a block of A in cache across the classes of the second. Compiled for the
-// baseline only: AVX-512 clones of these loops (CAMFAST_SIMD_CLONES) measured up to 3x slower on
-// this 2-core AVX-512 Xeon for the weighted methods and channels_last (benchmarks/NOTES.md).
+// baseline only: AVX2 or AVX-512 clones of these loops (CAMFAST_SIMD_CLONES) measured 2-10x
+// slower, as GCC does not inline the term lambdas and planes.h helpers into a clone of another
+// target (a call per element); the whole file built for AVX2 was 1.1-1.8x faster
+// (benchmarks/NOTES.md, "Float terms, double totals").
 #include <algorithm>
 #include <string>
 #include <type_traits>
