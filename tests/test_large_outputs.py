@@ -112,6 +112,34 @@ def test_outputs_allocated_and_freed_on_several_threads():
     assert not failures
 
 
+@linux_only
+def test_forked_children_use_the_pool_while_a_thread_does():
+    """A child forked while another thread takes and returns pooled outputs (as a data loader's
+    workers are) gets the pool unlocked: it reuses the parent's freed output and exits."""
+    x = torch.randn(SHAPE)
+    expected = softmax(x)
+    del expected  # a freed output the children inherit
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            softmax(x)
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(8):
+            pid = os.fork()
+            if pid == 0:  # the child: no pytest machinery, only the exit status
+                ok = all(torch.equal(softmax(x), reference.spatial_softmax2d(x)) for _ in range(2))
+                os._exit(0 if ok else 1)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _run(code: str, pool_mb: str | None) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(Path(camfast.__file__).parent.parent), "PATH": os.environ.get("PATH", "")}
     if pool_mb is not None:

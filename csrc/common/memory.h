@@ -21,7 +21,9 @@
 //
 // Outputs are allocated before the parallel loops, but a tensor may be freed on any thread
 // (autograd's, a data loader's): the pool's lists are guarded by one mutex, held for a list
-// operation only, never across mmap or munmap.
+// operation only, never across mmap or munmap. fork() takes that mutex first and releases it in
+// both processes, so a child forked while another thread used the pool (a data loader's worker)
+// does not start with it locked forever; the child keeps its private copy of the kept mappings.
 #pragma once
 
 #include <algorithm>
@@ -40,6 +42,7 @@
 #include "dispatch.h"
 
 #if defined(__linux__)
+#include <pthread.h>
 #include <sys/mman.h>
 #endif
 
@@ -112,7 +115,10 @@ class OutputPool {
   }
 
  private:
-  explicit OutputPool(size_t cap) : cap_(cap) {}
+  explicit OutputPool(size_t cap) : cap_(cap) {
+    pthread_atfork([] { instance().mutex_.lock(); }, [] { instance().mutex_.unlock(); },
+                   [] { instance().mutex_.unlock(); });
+  }
 
   const size_t cap_;
   std::mutex mutex_;
