@@ -33,7 +33,8 @@ def _rows(case: harness.Case, timings, peaks, env) -> list[dict[str, str]]:
         rows.append({
             **env,
             "op": case.op, "mode": case.mode, "shape": case.shape, "dtype": case.dtype, "provider": provider,
-            "p20_ms": f"{t.p20_ms:.5g}", "p50_ms": f"{t.p50_ms:.5g}", "p80_ms": f"{t.p80_ms:.5g}",
+            "first_ms": f"{t.first_ms:.5g}", "p50_ms": f"{t.p50_ms:.5g}", "p90_ms": f"{t.p90_ms:.5g}",
+            "p99_ms": f"{t.p99_ms:.5g}", "calls": str(t.calls),
             "speedup_vs_reference": f"{reference.p50_ms / t.p50_ms:.4g}" if reference else "",
             "gbps": f"{case.floor_bytes / t.p50_ms / 1e6:.4g}" if case.floor_bytes else "",
             "peak_mb": f"{peaks[provider]:.4g}",
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device(args.device)
     seconds = args.seconds or (0.2 if args.quick else 1.0)
-    rounds = 1 if args.quick else 3
+    min_calls = 1 if args.quick else 10
     env = results.environment(device)
     print(f"camfast benchmarks on {env['device']} ({env['threads']} threads), torch {env['torch']}", flush=True)
     out = args.out or results.out_dir(args.quick)
@@ -62,12 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     new_rows = []
     for module in _modules(args.only):
         for case in module.cases(device, args.quick):
-            timings = harness.time_providers(case, device, case.rounds or rounds, seconds)
+            timings = harness.time_providers(case, device, case.min_calls or min_calls, seconds)
             peaks = {p: harness.peak_memory_mb(fn, device) for p, fn in case.providers.items()}
             rows = _rows(case, timings, peaks, env)
             new_rows += rows
             all_rows = results.upsert_rows(path, rows)
-            summary = ", ".join(f"{r['provider']} {r['p50_ms']} ms" for r in rows)
+            summary = ", ".join(f"{r['provider']} {r['p50_ms']} ms (first {r['first_ms']}, p99 {r['p99_ms']})"
+                                for r in rows)
             print(f"  {case.op} {case.mode} {case.shape} {case.dtype}: {summary}", flush=True)
     if not new_rows:
         print("no cases ran")
@@ -75,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     results.plot(all_rows, path.with_suffix(".png"))
     table = results.markdown_table(new_rows)
     path.with_suffix(".md").write_text(table + "\n")
-    print(f"\n{table}\n\nrows: {path}\nplot: {path.with_suffix('.png')}\ntable: {path.with_suffix('.md')}")
+    print(f"\n{table}\n")
+    slower = results.slower_than_reference(new_rows)
+    print("first call or p99 slower than the eager reference:" if slower else
+          "every first call and p99 within the eager reference's", *slower, sep="\n  ")
+    print(f"\nrows: {path}\nplot: {path.with_suffix('.png')}\ntable: {path.with_suffix('.md')}")
     return 0
 
 

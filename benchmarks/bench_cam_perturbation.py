@@ -87,7 +87,7 @@ def _ablation_case(model, x, targets, layer: str) -> Case:
     if peers.available("grad-cam"):
         providers["grad-cam"] = lambda: peers.gradcam_explain("AblationCAM", model, module, x, targets, CHUNK)
     return Case(op="ablation_cam", mode="explain", shape=_label(x, activation(model, layer, x)), dtype="float32",
-                providers=providers, rounds=1)
+                providers=providers, min_calls=1)
 
 
 def _gap_case(model, x, targets, layer: str) -> Case:
@@ -106,7 +106,7 @@ def _gap_case(model, x, targets, layer: str) -> Case:
     if peers.available("grad-cam"):
         providers["grad-cam"] = lambda: peers.gradcam_explain("AblationCAM", model, module, x, targets, CHUNK)
     return Case(op="ablation_cam[gap-head]", mode="explain", shape=_label(x, activation(model, layer, x)),
-                dtype="float32", providers=providers, rounds=1)
+                dtype="float32", providers=providers, min_calls=1)
 
 
 def _eigen_case(model, x, targets, layer: str) -> Case:

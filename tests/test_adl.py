@@ -135,8 +135,8 @@ class TestADL(LayerOpTester):
             torch.set_num_threads(threads)
 
     @pytest.mark.parametrize("device,backend", [p for p in BACKENDS if p.values[1] == "cpp"])
-    def test_outputs_past_the_huge_page_size(self, device, backend):
-        """Outputs of 32 MB and more take the CPU's huge-page path (csrc/cpu/memory.h)."""
+    def test_outputs_past_the_pool_size(self, device, backend):
+        """Outputs of 32 MB and more come from the CPU pool of freed outputs (csrc/common/memory.h)."""
         x = torch.randn(2, 1024, 64, 64, device=device)
         for use_drop in (True, False):
             self.assert_matches_reference(backend, x, use_drop=use_drop)

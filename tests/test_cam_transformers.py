@@ -1,7 +1,7 @@
 """Explainers on vision transformers: `reshape_transform=` and the built-in token grid.
 
 A small ViT (CLS token, [N, L, D] tokens) and a small Swin-like model (channels-last [N, h, w, C]
-tokens), both defined in tests/vision_transformers.py, against grad-cam 1.5.7 given the
+tokens), both defined in tests/camfast_testing/vision_transformers.py, against grad-cam 1.5.7 given the
 equivalent reshape transform.
 """
 
@@ -15,7 +15,7 @@ from camfast.cam._base import Explainer
 from camfast.cam.transformers import TokenGrid, channel_axis, positions
 
 from test_cam_perturbation import agreement, assert_agrees, gradcam_lib, gradcam_maps
-from vision_transformers import TinySwin, TinyViT
+from camfast_testing.vision_transformers import TinySwin, TinyViT
 
 
 TARGETS = [1, 5, 8]

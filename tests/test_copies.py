@@ -12,7 +12,7 @@ import weakref
 import pytest
 import torch
 
-from every_layer import EveryLayer, loss_of, modules, outputs
+from camfast_testing.layer_models import EveryLayer, loss_of, modules, outputs
 
 MODULES = sorted(modules())
 

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from every_layer import EveryLayer
+from camfast_testing.layer_models import EveryLayer
 
 WORLD = 2
 STEPS = 2

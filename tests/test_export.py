@@ -11,7 +11,7 @@ from torch import nn
 
 import camfast
 from camfast_testing.op_tester import BACKEND_NAMES, all_op_testers
-from every_layer import EveryLayer
+from camfast_testing.layer_models import EveryLayer
 
 TESTERS = {tester.op: tester for tester in all_op_testers()}
 BATCH = torch.export.Dim("batch")

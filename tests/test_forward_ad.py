@@ -9,7 +9,7 @@ import torch
 from torch.autograd import forward_ad
 
 from camfast_testing.op_tester import BACKEND_NAMES, all_op_testers
-from every_layer import modules, outputs
+from camfast_testing.layer_models import modules, outputs
 
 TESTERS = {tester.op: tester for tester in all_op_testers()}
 COMPILED = [name for name in BACKEND_NAMES if name != "reference"]

@@ -8,7 +8,7 @@ import torch
 
 from camfast import _backend
 from camfast_testing.op_tester import BACKEND_NAMES, all_op_testers
-from every_layer import EveryLayer
+from camfast_testing.layer_models import EveryLayer
 
 TESTERS = {tester.op: tester for tester in all_op_testers()}
 # Ops with several floating tensor inputs.

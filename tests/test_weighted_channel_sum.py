@@ -59,11 +59,12 @@ class TestWeightedChannelSum(OpTester):
         act_shape, classes = shape
         # Signed activations, mostly positive (as after a ReLU or a batch norm), so that every
         # method's map differs and sum A stays away from -eps; gradients of the size real layers
-        # get, so that S g stays away from -2, where Grad-CAM++'s alpha is singular and any two
-        # summation orders disagree (random unit gradients land there within a few hundred values).
+        # get (1e-3), so that S g stays far from -2, where Grad-CAM++'s alpha 1 / (2 + S g) is
+        # singular and any two evaluation orders disagree (with unit gradients a few hundred
+        # random values land near it; with 0.01 on a 14 x 14 map, S ~ 100, still some do).
         act = in_layout((torch.randn(act_shape, device=device) + 0.5).to(dtype), layout)
         n, k, h, w = act_shape
-        grad = (0.01 * torch.randn((1 if classes is None else classes) * n, k, h, w, device=device)).to(dtype)
+        grad = (1e-3 * torch.randn((1 if classes is None else classes) * n, k, h, w, device=device)).to(dtype)
         grad = in_layout(grad, layout)
         return act, grad if classes is None else grad.view(classes, *act_shape)
 
@@ -114,6 +115,16 @@ class TestWeightedChannelSum(OpTester):
             assert out[0].isfinite().all() and out[1].isnan().any()
         # eps = 0: the dead channel's weight is 0 / 0, as in eager PyTorch.
         assert camfast.weighted_channel_sum(act, grad, "xgrad-cam", eps=0.0, backend=backend)[0].isnan().all()
+
+    @every_backend_and_reference
+    def test_every_float16_value(self, device, backend):
+        """Each of the 65536 float16 values, subnormals, infinities and NaN included, read exactly:
+        a map of one channel is ReLU(g A) with g = 1 and g = -1."""
+        values = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
+        act = values.to(device).view(1, 1, 256, 256)
+        for sign in (1.0, -1.0):
+            out = camfast.weighted_channel_sum(act, torch.full_like(act, sign), "hires-cam", backend=backend)
+            torch.testing.assert_close(out, (sign * act[:, 0]).relu(), rtol=0, atol=0, equal_nan=True)
 
     @every_backend
     def test_ops_check_their_arguments_when_called_directly(self, device, backend):

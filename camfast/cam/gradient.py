@@ -3,9 +3,11 @@ Grad-CAM element-wise, XGrad-CAM, LayerCAM, ShapleyCAM and FEM.
 
 Each gradient method is one reduction of the activation A and its gradient g, written in its
 `layer_map` (or `channel_weights`); everything else (targets, several layers and classes, the
-fusion, the output) is shared in `_GradientCAM`. The reductions of Grad-CAM, Grad-CAM++,
-HiResCAM, Grad-CAM element-wise, XGrad-CAM and LayerCAM are the fused op
-`camfast.weighted_channel_sum`, which reads A and g once.
+fusion, the output) is shared in `_GradientCAM`. The reductions of Grad-CAM++, HiResCAM,
+Grad-CAM element-wise and LayerCAM are the fused op `camfast.weighted_channel_sum`, which makes no
+temporary of A's size. Grad-CAM and XGrad-CAM keep their two-step eager form (per-channel weights,
+then one matrix product): the op computes them exactly too, but measured 0.5-0.95x that form on
+the CPU (benchmarks/NOTES.md).
 """
 
 from __future__ import annotations
@@ -146,8 +148,8 @@ class GradCAM(_GradientCAM):
         torch.Size([2, 2, 16, 16])
     """
 
-    def layer_map(self, act, grad):
-        return weighted_channel_sum(act, grad, "grad-cam")
+    def channel_weights(self, act, grad):
+        return grad.mean((2, 3))
 
 
 class GradCAMPlusPlus(_GradientCAM):
@@ -256,8 +258,8 @@ class XGradCAM(_GradientCAM):
         super().__init__(model, target_layer, fuse=options["fuse"], score=score, reshape_transform=reshape_transform)
         self.preset, self.eps = preset, check_in_range(options["eps"], "eps", 0.0, math.inf)
 
-    def layer_map(self, act, grad):
-        return weighted_channel_sum(act, grad, "xgrad-cam", eps=self.eps)
+    def channel_weights(self, act, grad):
+        return torch.einsum("nkhw,nkhw->nk", grad, act) / (act.sum((2, 3)) + self.eps)
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", preset={self.preset!r})"

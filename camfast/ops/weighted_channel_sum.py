@@ -33,9 +33,11 @@ def weighted_channel_sum(
         "element-wise"         map = ReLU(sum_k ReLU(g_k A_k))
         "layer-cam"            map = ReLU(sum_k ReLU(g_k) A_k)
 
-    The compiled backends read A and g once per image and accumulate in double for float32
-    (float32 for float16 and bfloat16) on the CPU; in the accumulation dtype, with blocked sums,
-    on CUDA and Triton. Not differentiable on the compiled backends (an explainer's output).
+    The compiled backends read g once and A once (XGrad-CAM and Grad-CAM++: twice, the second
+    time from cache when the layer fits), with no temporaries of A's size; the T classes of a 5-D
+    grad share each read of A on the CPU. They accumulate in double for float32 (float32 for
+    float16 and bfloat16) on the CPU, in the accumulation dtype with blocked sums on CUDA and
+    Triton. Not differentiable on the compiled backends (an explainer's output).
 
     Args:
         act: Tensor[N, K, h, w], the target layer's activation, any strides.

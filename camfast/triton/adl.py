@@ -13,7 +13,7 @@ import triton.language as tl
 
 from .._layout import channels_inner, empty_nchw_like, ncp_strides, output_memory_format, with_mergeable_hw
 from .._registrations import check_adl, check_adl_backward, register_adl
-from ._utils import acc_dtype, pixel_tiles, row_tiles
+from ._utils import SUM, acc_dtype, pixel_tiles, row_tiles, tile_sum
 
 
 @triton.jit
@@ -28,7 +28,7 @@ def _channel_sums_kernel(x_ptr, y_ptr, drop_ptr, sel_ptr, shift_ptr, C, P,
     drop = tl.load(drop_ptr + n) != 0
     x_pixels = x_ptr + n * x_stride_n + ps.to(tl.int64)[None, :] * x_stride_p
     y_pixels = y_ptr + n * y_stride_n + ps.to(tl.int64)[None, :] * y_stride_p
-    total = tl.zeros([BLOCK_P], ACC)
+    total = tl.zeros([BLOCK_P], SUM)
     for c0 in range(0, C, BLOCK_C):
         cs = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
         ok = (cs < C)[:, None] & p_ok[None, :]
@@ -38,15 +38,15 @@ def _channel_sums_kernel(x_ptr, y_ptr, drop_ptr, sel_ptr, shift_ptr, C, P,
         if BACKWARD:
             g = tl.load(y_pixels + cs[:, None] * y_stride_c, mask=ok, other=0.0)
             v *= g.to(ACC)
-        total += tl.sum(v, axis=0)
+        total += tile_sum(v, 0)
     map_ptrs = sel_ptr + n * P + ps
     if BACKWARD:
         s = tl.load(map_ptrs, mask=p_ok).to(ACC)
-        shift = tl.where(drop, 0.0, s * (1.0 - s) * total / C)
+        shift = tl.where(drop, 0.0, s * (1.0 - s) * (total / C).to(ACC))
         tl.store(shift_ptr + n * P + ps, shift, mask=p_ok)
     else:
         # Rounded to the input dtype, as torch.mean and torch.sigmoid round.
-        a = (total / C).to(sel_ptr.dtype.element_ty)
+        a = (total / C).to(ACC).to(sel_ptr.dtype.element_ty)
         s = (1.0 / (1.0 + tl.exp(-a.to(ACC)))).to(sel_ptr.dtype.element_ty)
         tl.store(map_ptrs, tl.where(drop, a, s), mask=p_ok)
 

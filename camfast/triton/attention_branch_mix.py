@@ -14,7 +14,7 @@ from .._registrations import (
     check_attention_branch_mix_backward,
     register_attention_branch_mix,
 )
-from ._utils import acc_dtype, pixel_tiles
+from ._utils import SUM, acc_dtype, pixel_tiles, tile_sum
 
 
 @triton.jit
@@ -30,7 +30,7 @@ def _mix_kernel(in_ptr, in_stride_n, in_stride_c, in_stride_p, m_ptr, m_stride_n
     in_pixels = in_ptr + n * in_stride_n + ps[None, :] * in_stride_p
     out_pixels = out_ptr + n * out_stride_n + ps[None, :] * out_stride_p
     features_pixels = features_ptr + n * features_stride_n + ps[None, :] * features_stride_p
-    total = tl.zeros([BLOCK_P], ACC)
+    total = tl.zeros([BLOCK_P], SUM)
     for c0 in range(0, C, BLOCK_C):
         cs = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
         ok = (cs < C)[:, None] & p_ok[None, :]
@@ -38,9 +38,9 @@ def _mix_kernel(in_ptr, in_stride_n, in_stride_c, in_stride_p, m_ptr, m_stride_n
         tl.store(out_pixels + cs[:, None] * out_stride_c, gain[None, :] * x, mask=ok)
         if BACKWARD:
             features = tl.load(features_pixels + cs[:, None] * features_stride_c, mask=ok, other=0.0).to(ACC)
-            total += tl.sum(x * features, axis=0)
+            total += tile_sum(x * features, 0)
     if BACKWARD:
-        tl.store(grad_m_ptr + n * P + ps, total, mask=p_ok)
+        tl.store(grad_m_ptr + n * P + ps, total.to(ACC), mask=p_ok)
 
 
 def _launch(inp, m, out, features=None, grad_m=None):

@@ -19,7 +19,7 @@ from .._registrations import (
     check_channel_spatial_attention_backward,
     register_channel_spatial_attention,
 )
-from ._utils import acc_dtype, pixel_tiles, row_tiles
+from ._utils import SUM, acc_dtype, pixel_tiles, row_tiles, tile_sum
 
 # What the pixel pass does after its channel sums (constexpr, so the kernel compares them by name).
 _STORE = tl.constexpr(0)  # keep the sums
@@ -41,13 +41,14 @@ def _pixel_kernel(x_ptr, x_stride_n, x_stride_c, x_stride_p, y_ptr, y_stride_n, 
     x_pixels = x_ptr + n * x_stride_n + ps[None, :] * x_stride_p
     if REDUCE:
         y_pixels = y_ptr + n * y_stride_n + ps[None, :] * y_stride_p
-        total = tl.zeros([BLOCK_P], ACC)
+        sums = tl.zeros([BLOCK_P], SUM)
         for c0 in range(0, C, BLOCK_C):
             cs = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
             ok = (cs < C)[:, None] & p_ok[None, :]
             x = tl.load(x_pixels + cs[:, None] * x_stride_c, mask=ok, other=0.0).to(ACC)
             y = tl.load(y_pixels + cs[:, None] * y_stride_c, mask=ok, other=0.0).to(ACC)
-            total += tl.sum(x * y, axis=0)
+            sums += tile_sum(x * y, 0)
+        total = sums.to(ACC)
         if EPILOGUE == _SIGMOID:
             total = 1.0 / (1.0 + tl.exp(-total))
         if EPILOGUE == _SIGMOID_GRAD:
@@ -70,17 +71,18 @@ def _softmax_kernel(t_ptr, r_ptr, P, BACKWARD: tl.constexpr, ACC: tl.constexpr, 
     n = tl.program_id(0).to(tl.int64)
     ts, rs = t_ptr + n * P, r_ptr + n * P
     if BACKWARD:
-        acc = tl.zeros([BLOCK], ACC)
+        total = tl.zeros([], SUM)
         for p0 in range(0, P, BLOCK):
             ps = p0 + tl.arange(0, BLOCK)
             ok = ps < P
-            acc += tl.load(ts + ps, mask=ok, other=0.0) * tl.load(rs + ps, mask=ok, other=0.0)
-        sum_tr = tl.sum(acc, axis=0)
+            total += tile_sum(tl.load(ts + ps, mask=ok, other=0.0) * tl.load(rs + ps, mask=ok, other=0.0), 0)
+        # u = t (r - sum_tr) with sum_tr unrounded: u sums to 0, so grad_s = sum u a cancels, and
+        # a sum_tr rounded to float would shift every u alike.
         for p0 in range(0, P, BLOCK):
             ps = p0 + tl.arange(0, BLOCK)
             ok = ps < P
             t = tl.load(ts + ps, mask=ok)
-            tl.store(rs + ps, t * (tl.load(rs + ps, mask=ok) - sum_tr), mask=ok)
+            tl.store(rs + ps, (t.to(SUM) * (tl.load(rs + ps, mask=ok).to(SUM) - total)).to(ACC), mask=ok)
     else:
         # NaN-propagating max (tl.max drops NaN), as torch.softmax.
         top = tl.full([BLOCK], float("-inf"), ACC)
@@ -91,12 +93,12 @@ def _softmax_kernel(t_ptr, r_ptr, P, BACKWARD: tl.constexpr, ACC: tl.constexpr, 
             has_nan = tl.maximum(has_nan, (z != z).to(tl.int32))
             top = tl.maximum(top, tl.where(z != z, float("-inf"), z))
         top_all = tl.where(tl.max(has_nan, axis=0) > 0, float("nan"), tl.max(top, axis=0))
-        acc = tl.zeros([BLOCK], ACC)
+        sums = tl.zeros([], SUM)
         for p0 in range(0, P, BLOCK):
             ps = p0 + tl.arange(0, BLOCK)
             ok = ps < P
-            acc += tl.where(ok, tl.exp(tl.load(ts + ps, mask=ok, other=0.0) - top_all), 0.0)
-        total = tl.sum(acc, axis=0)
+            sums += tile_sum(tl.where(ok, tl.exp(tl.load(ts + ps, mask=ok, other=0.0) - top_all), 0.0), 0)
+        total = sums.to(ACC)
         for p0 in range(0, P, BLOCK):
             ps = p0 + tl.arange(0, BLOCK)
             ok = ps < P
@@ -116,7 +118,7 @@ def _input_grad_kernel(grad_out_ptr, grad_out_stride_n, grad_out_stride_c, grad_
     grad_out_rows = grad_out_ptr + n * grad_out_stride_n + cs[:, None] * grad_out_stride_c
     a_rows = a_ptr + n * a_stride_n + cs[:, None] * a_stride_c
     grad_a_rows = grad_a_ptr + n * grad_a_stride_n + cs[:, None] * grad_a_stride_c
-    grad_s = tl.zeros([BLOCK_C], ACC)
+    grad_s = tl.zeros([BLOCK_C], SUM)
     for p0 in range(0, P, BLOCK_P):
         ps = (p0 + tl.arange(0, BLOCK_P)).to(tl.int64)
         p_ok = ps < P
@@ -127,8 +129,8 @@ def _input_grad_kernel(grad_out_ptr, grad_out_stride_n, grad_out_stride_c, grad_
         a = tl.load(a_rows + ps[None, :] * a_stride_p, mask=ok, other=0.0).to(ACC)
         grad_a = g * t[None, :] + s[:, None] * u[None, :]
         tl.store(grad_a_rows + ps[None, :] * grad_a_stride_p, grad_a, mask=ok)
-        grad_s += tl.sum(tl.where(ok, u[None, :] * a, 0.0), axis=1)
-    tl.store(grad_s_ptr + n * C + cs, grad_s, mask=c_ok)
+        grad_s += tile_sum(tl.where(ok, u[None, :] * a, 0.0), 1)
+    tl.store(grad_s_ptr + n * C + cs, grad_s.to(ACC), mask=c_ok)
 
 
 def _new_map(a: torch.Tensor) -> torch.Tensor:

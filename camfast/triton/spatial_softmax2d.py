@@ -20,7 +20,7 @@ from .._registrations import (
     register_spatial_softmax2d,
     row_stats_like,
 )
-from ._utils import acc_dtype, row_tiles
+from ._utils import SUM, acc_dtype, row_tiles, tile_sum
 
 
 @triton.jit
@@ -77,13 +77,13 @@ def _softmax_forward_kernel(x_ptr, out_ptr, max_ptr, sum_ptr, C, P, x_stride_n, 
     rows = x_ptr + n * x_stride_n + cs.to(tl.int64)[:, None] * x_stride_c
     inv = tl.full([BLOCK_C], inv_t, ACC)
     m = tl.full([BLOCK_C], float("-inf"), ACC)
-    s = tl.zeros([BLOCK_C], ACC)
+    s = tl.zeros([BLOCK_C], SUM)
     has_nan = tl.zeros([BLOCK_C], tl.int32)
     for p0 in range(0, P, BLOCK_P):
         z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, x_stride_p, inv, ACC, BLOCK_P)
         m, has_nan, shift, alpha = _online_max(m, has_nan, z)
-        s = s * alpha + tl.sum(tl.exp(z - shift[:, None]), axis=1)
-    m, s = _finish(m, s, has_nan)
+        s = s * alpha + tile_sum(tl.exp(z - shift[:, None]), 1)
+    m, s = _finish(m, s.to(ACC), has_nan)
     r = n * C + cs
     tl.store(max_ptr + r, m, mask=c_ok)
     tl.store(sum_ptr + r, s, mask=c_ok)
@@ -109,11 +109,12 @@ def _softmax_backward_kernel(grad_out_ptr, x_ptr, max_ptr, sum_ptr, grad_x_ptr, 
     inv = tl.full([BLOCK_C], inv_t, ACC)
     rows = x_ptr + n * x_stride_n + cs.to(tl.int64)[:, None] * x_stride_c
     grad_out_rows = grad_out_ptr + n * grad_out_stride_n + cs.to(tl.int64)[:, None] * grad_out_stride_c
-    dot = tl.zeros([BLOCK_C], ACC)
+    total = tl.zeros([BLOCK_C], SUM)
     for p0 in range(0, P, BLOCK_P):
         z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, x_stride_p, inv, ACC, BLOCK_P)
         g = tl.load(grad_out_rows + ps.to(tl.int64)[None, :] * grad_out_stride_p, mask=ok, other=0.0).to(ACC)
-        dot += tl.sum(tl.where(ok, g * tl.exp(z - m[:, None]) / s[:, None], 0.0), axis=1)
+        total += tile_sum(tl.where(ok, g * tl.exp(z - m[:, None]) / s[:, None], 0.0), 1)
+    dot = total.to(ACC)
     out_rows = grad_x_ptr + n * grad_x_stride_n + cs.to(tl.int64)[:, None] * grad_x_stride_c
     for p0 in range(0, P, BLOCK_P):
         z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, x_stride_p, inv, ACC, BLOCK_P)
@@ -133,9 +134,9 @@ def _argmax_forward_kernel(x_ptr, out_ptr, max_ptr, sum_ptr, C, H, W, x_stride_n
     rows = x_ptr + n * x_stride_n + cs.to(tl.int64)[:, None] * x_stride_c
     inv = tl.full([BLOCK_C], inv_t, ACC)
     m = tl.full([BLOCK_C], float("-inf"), ACC)
-    s = tl.zeros([BLOCK_C], ACC)
-    sx = tl.zeros([BLOCK_C], ACC)
-    sy = tl.zeros([BLOCK_C], ACC)
+    s = tl.zeros([BLOCK_C], SUM)
+    sx = tl.zeros([BLOCK_C], SUM)
+    sy = tl.zeros([BLOCK_C], SUM)
     has_nan = tl.zeros([BLOCK_C], tl.int32)
     for p0 in range(0, P, BLOCK_P):
         z, ps, ok = _tile(x_ptr, rows, c_ok, p0, P, x_stride_p, inv, ACC, BLOCK_P)
@@ -143,15 +144,15 @@ def _argmax_forward_kernel(x_ptr, out_ptr, max_ptr, sum_ptr, C, H, W, x_stride_n
         e = tl.exp(z - shift[:, None])
         cx = _coordinate(ps % W, W, NORMALIZED, ACC)
         cy = _coordinate(ps // W, H, NORMALIZED, ACC)
-        s = s * alpha + tl.sum(e, axis=1)
-        sx = sx * alpha + tl.sum(e * cx[None, :], axis=1)
-        sy = sy * alpha + tl.sum(e * cy[None, :], axis=1)
+        s = s * alpha + tile_sum(e, 1)
+        sx = sx * alpha + tile_sum(e * cx[None, :], 1)
+        sy = sy * alpha + tile_sum(e * cy[None, :], 1)
     m, s = _finish(m, s, has_nan)
     r = n * C + cs
     tl.store(max_ptr + r, m, mask=c_ok)
-    tl.store(sum_ptr + r, s, mask=c_ok)
-    tl.store(out_ptr + 2 * r, sx / s, mask=c_ok)
-    tl.store(out_ptr + 2 * r + 1, sy / s, mask=c_ok)
+    tl.store(sum_ptr + r, s.to(ACC), mask=c_ok)
+    tl.store(out_ptr + 2 * r, (sx / s).to(ACC), mask=c_ok)
+    tl.store(out_ptr + 2 * r + 1, (sy / s).to(ACC), mask=c_ok)
 
 
 @triton.jit

@@ -12,7 +12,7 @@ from .._registrations import (
     check_thresholded_avg_pool2d_backward,
     register_thresholded_avg_pool2d,
 )
-from ._utils import acc_dtype, row_tiles
+from ._utils import SUM, acc_dtype, row_tiles, tile_sum
 
 
 @triton.jit
@@ -37,17 +37,17 @@ def _forward_kernel(x_ptr, out_ptr, thr_ptr, cnt_ptr, C, P, x_stride_n, x_stride
     # (tl.full casts the float64 tau to ACC; the interpreter passes it as a Python float.)
     t = (row_max * tl.full([BLOCK_C], tau, ACC)).to(x_ptr.dtype.element_ty)
     t_acc = t.to(ACC)
-    total = tl.zeros([BLOCK_C], ACC)
+    total = tl.zeros([BLOCK_C], SUM)
     count = tl.zeros([BLOCK_C], tl.int32)
     for p0 in range(0, P, BLOCK_P):
         ps = p0 + tl.arange(0, BLOCK_P)
         ok = c_ok[:, None] & (ps < P)[None, :]
         v = tl.load(rows + ps.to(tl.int64)[None, :] * x_stride_p, mask=ok, other=float("-inf")).to(ACC)
         keep = v > t_acc[:, None]
-        total += tl.sum(tl.where(keep, v, 0.0), axis=1)
+        total += tile_sum(tl.where(keep, v, 0.0), 1)
         count += tl.sum((keep & (v > 0.0)).to(tl.int32), axis=1)
     r = n * C + cs
-    tl.store(out_ptr + r, (total / tl.maximum(count, 1).to(ACC)).to(out_ptr.dtype.element_ty), mask=c_ok)
+    tl.store(out_ptr + r, (total / tl.maximum(count, 1).to(SUM)).to(ACC).to(out_ptr.dtype.element_ty), mask=c_ok)
     tl.store(thr_ptr + r, t, mask=c_ok)
     tl.store(cnt_ptr + r, count, mask=c_ok)
 

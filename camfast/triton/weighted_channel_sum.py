@@ -2,8 +2,8 @@
 block of channels) computes their weights; then one program per (image, block of pixels) sums
 over the channels and applies the ReLU. An image is (class t, sample n) of grad [T, N, K, h, w].
 
-Each program accumulates a [BLOCK_C, BLOCK_P] tile and reduces it once at the end (a blocked
-sum), in float32 (float64 for float64 inputs). The method codes are the order of
+Each program sums its [BLOCK_C, BLOCK_P] tiles (float32, float64 for float64 inputs) and adds the
+tile sums into float64 totals (see _utils). The method codes are the order of
 csrc/kernels/weighted_channel_sum.cuh's Method, which is the order of METHODS.
 """
 
@@ -16,7 +16,7 @@ import triton.language as tl
 from .._layout import ncp_strides, with_mergeable_hw
 from .._registrations import check_weighted_channel_sum, register_weighted_channel_sum
 from ..reference.weighted_channel_sum import METHODS, WEIGHTED
-from ._utils import acc_dtype, pixel_tiles, row_tiles
+from ._utils import SUM, acc_dtype, pixel_tiles, row_tiles, tile_sum
 
 GRAD_CAM, XGRAD_CAM, GRAD_CAM_PP, GRAD_CAM_PP_GRADCAM, HIRES_CAM, ELEMENT_WISE, LAYER_CAM = map(tl.constexpr, range(len(METHODS)))
 
@@ -81,14 +81,14 @@ def _weights_kernel(act_ptr, grad_ptr, w_ptr, N, K, P, act_stride_n, act_stride_
     # Padding loads as a = g = 0, which adds 0 to every sum below.
     s = tl.zeros([BLOCK_C, 1], ACC)
     if METHOD == GRAD_CAM_PP or METHOD == GRAD_CAM_PP_GRADCAM:
-        total = tl.zeros([BLOCK_C, BLOCK_P], ACC)
+        total = tl.zeros([BLOCK_C, 1], SUM)
         for p0 in range(0, P, BLOCK_P):
             ps = p0 + tl.arange(0, BLOCK_P)
             ok = c_ok[:, None] & (ps < P)[None, :]
-            total += tl.load(a_rows + ps[None, :] * act_stride_p, mask=ok, other=0.0).to(ACC)
-        s = tl.sum(total, axis=1, keep_dims=True)
-    num = tl.zeros([BLOCK_C, BLOCK_P], ACC)
-    den = tl.zeros([BLOCK_C, BLOCK_P], ACC)
+            total += tile_sum(tl.load(a_rows + ps[None, :] * act_stride_p, mask=ok, other=0.0), 1)[:, None]
+        s = total.to(ACC)
+    num_sum = tl.zeros([BLOCK_C], SUM)
+    den_sum = tl.zeros([BLOCK_C], SUM)
     for p0 in range(0, P, BLOCK_P):
         ps = p0 + tl.arange(0, BLOCK_P)
         ok = c_ok[:, None] & (ps < P)[None, :]
@@ -97,20 +97,18 @@ def _weights_kernel(act_ptr, grad_ptr, w_ptr, N, K, P, act_stride_n, act_stride_
             a = g
         else:
             a = tl.load(a_rows + ps[None, :] * act_stride_p, mask=ok, other=0.0).to(ACC)
-        num += _numerator(g, a, s, METHOD)
+        num_sum += tile_sum(_numerator(g, a, s, METHOD), 1)
         if METHOD == XGRAD_CAM or METHOD == GRAD_CAM_PP:
-            den += _denominator(g, a, s, METHOD)
-    num_sum = tl.sum(num, axis=1)
-    den_sum = tl.sum(den, axis=1)
+            den_sum += tile_sum(_denominator(g, a, s, METHOD), 1)
     if METHOD == GRAD_CAM:
         w = num_sum / P
     elif METHOD == XGRAD_CAM:
-        w = num_sum / (den_sum + tl.full([], eps, ACC))
+        w = num_sum / (den_sum + tl.full([], eps, SUM))
     elif METHOD == GRAD_CAM_PP:
         w = num_sum / tl.where(den_sum != 0, den_sum, 1.0)
     else:
         w = num_sum
-    tl.store(w_ptr + i * K + cs, w, mask=c_ok)
+    tl.store(w_ptr + i * K + cs, w.to(ACC), mask=c_ok)
 
 
 @triton.jit
@@ -122,7 +120,7 @@ def _map_kernel(act_ptr, grad_ptr, w_ptr, out_ptr, N, K, P, act_stride_n, act_st
     p_ok = ps < P
     a_cols = act_ptr + (i % N) * act_stride_n + ps[None, :] * act_stride_p
     g_cols = grad_ptr + (i // N) * grad_stride_t + (i % N) * grad_stride_n + ps[None, :] * grad_stride_p
-    acc = tl.zeros([BLOCK_C, BLOCK_P], ACC)
+    total = tl.zeros([BLOCK_P], SUM)
     for c0 in range(0, K, BLOCK_C):
         cs = c0 + tl.arange(0, BLOCK_C)
         c_ok = cs < K
@@ -130,12 +128,11 @@ def _map_kernel(act_ptr, grad_ptr, w_ptr, out_ptr, N, K, P, act_stride_n, act_st
         a = tl.load(a_cols + cs[:, None] * act_stride_k, mask=ok, other=0.0).to(ACC)
         if METHOD == GRAD_CAM or METHOD == XGRAD_CAM or METHOD == GRAD_CAM_PP or METHOD == GRAD_CAM_PP_GRADCAM:
             w = tl.load(w_ptr + i * K + cs, mask=c_ok, other=0.0)
-            acc += w[:, None] * a
+            total += tile_sum(w[:, None] * a, 0)
         else:
             g = tl.load(g_cols + cs[:, None] * grad_stride_k, mask=ok, other=0.0).to(ACC)
-            acc += _term(g, a, METHOD)
-    total = tl.sum(acc, axis=0)
-    tl.store(out_ptr + i * P + ps, _relu(total).to(out_ptr.dtype.element_ty), mask=p_ok)
+            total += tile_sum(_term(g, a, METHOD), 0)
+    tl.store(out_ptr + i * P + ps, _relu(total.to(ACC)).to(out_ptr.dtype.element_ty), mask=p_ok)
 
 
 @torch.library.custom_op("camfast::weighted_channel_sum_triton", mutates_args=())

@@ -36,14 +36,12 @@ inline NCP ncp_view(const torch::stable::Tensor& x) {
   return NCP{x.size(0), x.size(1), x.size(2) * W, x.stride(0), x.stride(1), stride_p};
 }
 
-// An uninitialised tensor shaped like x, channels_last when x's channels are innermost (on CPU,
-// advised huge pages: see memory.h).
+// An uninitialised tensor shaped like x, channels_last when x's channels are innermost (large
+// CPU outputs reuse freed ones: see memory.h).
 inline torch::stable::Tensor empty_nchw_like(const torch::stable::Tensor& x, const NCP& v,
                                              std::optional<ScalarType> dtype = std::nullopt) {
-  const auto format = v.channels_inner() ? torch::headeronly::MemoryFormat::ChannelsLast
-                                         : torch::headeronly::MemoryFormat::Contiguous;
-  return advise_huge_pages(torch::stable::empty(x.sizes(), dtype ? dtype : std::optional(x.scalar_type()),
-                                               std::nullopt, x.device(), std::nullopt, format));
+  const auto sizes = x.sizes();
+  return empty_output(x, {sizes.begin(), sizes.end()}, dtype ? *dtype : x.scalar_type(), v.channels_inner());
 }
 
 }  // namespace camfast

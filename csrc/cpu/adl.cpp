@@ -55,10 +55,11 @@ template <class T> void forward(const adl::ForwardIO& io, double ratio) {
     const auto means_and_importance = [&](int64_t n, int64_t p0, int64_t p1) {
       const auto x = cpu::plane<U>(x_ptr, v, n);
       const bool drop = drop_ptr[n] != 0;
+      std::vector<sum_t> sums(p1 - p0);
       std::vector<A> s(p1 - p0);
-      cpu::channel_sums<U>(v, p0, p1, s.data(), [&](int64_t c, int64_t p) { return A(x(c, p)); });
+      cpu::channel_sums<U>(v, p0, p1, sums.data(), [&](int64_t c, int64_t p) { return A(x(c, p)); });
       for (int64_t p = p0; p < p1; ++p) {
-        const T a = adl::channel_mean<T>(s[p - p0], v.C);
+        const T a = adl::channel_mean<T>(sums[p - p0], v.C);
         sel_ptr[n * v.P + p] = drop ? a : adl::importance(a);
         s[p - p0] = A(sel_ptr[n * v.P + p]);
       }
@@ -110,8 +111,9 @@ template <class T> void backward(const adl::BackwardIO& io) {
       std::vector<A> shift(p1 - p0, A(0));
       if (!drop_ptr[n]) {
         const auto x = cpu::plane<U>(x_ptr, v, n);
-        cpu::channel_sums<U>(v, p0, p1, shift.data(), [&](int64_t c, int64_t p) { return A(g(c, p)) * A(x(c, p)); });
-        for (int64_t p = p0; p < p1; ++p) shift[p - p0] = adl::importance_shift(A(sel[p]), shift[p - p0], v.C);
+        std::vector<sum_t> dot(p1 - p0);
+        cpu::channel_sums<U>(v, p0, p1, dot.data(), [&](int64_t c, int64_t p) { return A(g(c, p)) * A(x(c, p)); });
+        for (int64_t p = p0; p < p1; ++p) shift[p - p0] = A(adl::importance_shift(sum_t(sel[p]), dot[p - p0], v.C));
       }
       cpu::for_each_in_block<U>(v, p0, p1, [&](int64_t c, int64_t p) {
         gx(c, p) = adl::scaled<T>(A(g(c, p)), A(sel[p]), shift[p - p0]);

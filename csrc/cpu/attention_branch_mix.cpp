@@ -63,7 +63,7 @@ template <class T> void backward(const attention_branch_mix::BackwardIO& io) {
       const auto features = cpu::plane<U>(features_ptr, v, n);
       const auto grad = cpu::plane<U>(grad_out_ptr, gv, n);
       const auto grad_features = cpu::plane<U>(grad_features_ptr, o, n);
-      std::vector<A> grad_m(p1 - p0);
+      std::vector<sum_t> grad_m(p1 - p0);
       cpu::channel_sums<U>(v, p0, p1, grad_m.data(), [&](int64_t c, int64_t p) {
         const A d = A(grad(c, p));
         grad_features(c, p) = T(gain[p - p0] * d);

@@ -30,14 +30,14 @@ std::vector<acc_t<T>> weights_of(const T* s, channel_spatial_attention::Weights 
   return out;
 }
 
-// z := softmax(z) over one sample's map, as torch.softmax: exp(z - max) / sum, NaN-propagating max.
-template <class A> void softmax_in_place(A* z, int64_t P) {
+// t := softmax(z) over one sample's map, as torch.softmax: exp(z - max) / sum, NaN-propagating max.
+template <class A> void softmax_of(const sum_t* z, int64_t P, A* t) {
   NanMax<A> m;
-  for (int64_t p = 0; p < P; ++p) m.add(z[p]);
+  for (int64_t p = 0; p < P; ++p) m.add(A(z[p]));
   const A top = m.result();
-  A sum = A(0);
-  for (int64_t p = 0; p < P; ++p) sum += (z[p] = std::exp(z[p] - top));
-  for (int64_t p = 0; p < P; ++p) z[p] /= sum;
+  sum_t sum = 0;
+  for (int64_t p = 0; p < P; ++p) sum += (t[p] = std::exp(A(z[p]) - top));
+  for (int64_t p = 0; p < P; ++p) t[p] = A(t[p] / sum);
 }
 
 template <class T> void forward(const channel_spatial_attention::ForwardIO& io, bool softmax) {
@@ -49,10 +49,10 @@ template <class T> void forward(const channel_spatial_attention::ForwardIO& io, 
   A* t_ptr = io.t.mutable_data_ptr<A>();
   cpu::dispatch_unit(cpu::unit_axis({v, o}), [&](auto unit) {
     constexpr Unit U = decltype(unit)::value;
-    // z over the pixels [p0, p1) of sample n, written to t[0, p1 - p0).
-    auto channel_sums = [&](int64_t n, const A* w, int64_t p0, int64_t p1, A* t) {
+    // z over the pixels [p0, p1) of sample n, written to z[0, p1 - p0).
+    auto channel_sums = [&](int64_t n, const A* w, int64_t p0, int64_t p1, sum_t* z) {
       const auto a = cpu::plane<U>(a_ptr, v, n);
-      cpu::channel_sums<U>(v, p0, p1, t, [&](int64_t c, int64_t p) { return w[c] * A(a(c, p)); });
+      cpu::channel_sums<U>(v, p0, p1, z, [&](int64_t c, int64_t p) { return w[c] * A(a(c, p)); });
     };
     auto scale = [&](int64_t n, int64_t p0, int64_t p1, const A* t) {
       const auto a = cpu::plane<U>(a_ptr, v, n);
@@ -63,8 +63,9 @@ template <class T> void forward(const channel_spatial_attention::ForwardIO& io, 
       cpu::parallel_pixel_blocks(v, cpu::pixels_per_block(v, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
         const std::vector<A> w = weights_of(s_ptr, io.w, n, v.C);
         A* t = t_ptr + n * v.P + p0;
-        channel_sums(n, w.data(), p0, p1, t);
-        for (int64_t i = 0; i < p1 - p0; ++i) t[i] = sigmoid(t[i]);
+        std::vector<sum_t> z(p1 - p0);
+        channel_sums(n, w.data(), p0, p1, z.data());
+        for (int64_t i = 0; i < p1 - p0; ++i) t[i] = sigmoid(A(z[i]));
         scale(n, p0, p1, t);
       });
       return;
@@ -73,8 +74,9 @@ template <class T> void forward(const channel_spatial_attention::ForwardIO& io, 
       for (int64_t n = begin; n < end; ++n) {
         const std::vector<A> w = weights_of(s_ptr, io.w, n, v.C);
         A* t = t_ptr + n * v.P;
-        channel_sums(n, w.data(), 0, v.P, t);
-        softmax_in_place(t, v.P);
+        std::vector<sum_t> z(v.P);
+        channel_sums(n, w.data(), 0, v.P, z.data());
+        softmax_of(z.data(), v.P, t);
         scale(n, 0, v.P, t);
       }
     });
@@ -93,13 +95,13 @@ template <class T> void backward(const channel_spatial_attention::BackwardIO& io
   cpu::dispatch_unit(cpu::unit_axis({v, gv, o}), [&](auto unit) {
     constexpr Unit U = decltype(unit)::value;
     // r = sum_c g a over the pixels [p0, p1) of sample n, written to r[0, p1 - p0).
-    auto channel_sums = [&](int64_t n, int64_t p0, int64_t p1, A* r) {
+    auto channel_sums = [&](int64_t n, int64_t p0, int64_t p1, sum_t* r) {
       const auto a = cpu::plane<U>(a_ptr, v, n);
       const auto g = cpu::plane<U>(grad_out_ptr, gv, n);
       cpu::channel_sums<U>(v, p0, p1, r, [&](int64_t c, int64_t p) { return A(g(c, p)) * A(a(c, p)); });
     };
     // grad_a over the pixels [p0, p1), and their share of grad_s added to gs[0, C).
-    auto input_grads = [&](int64_t n, const A* w, int64_t p0, int64_t p1, const A* t, const A* u, A* gs) {
+    auto input_grads = [&](int64_t n, const A* w, int64_t p0, int64_t p1, const A* t, const A* u, sum_t* gs) {
       const auto a = cpu::plane<U>(a_ptr, v, n);
       const auto g = cpu::plane<U>(grad_out_ptr, gv, n);
       const auto ga = cpu::plane<U>(grad_a_ptr, o, n);
@@ -112,18 +114,19 @@ template <class T> void backward(const channel_spatial_attention::BackwardIO& io
       // grad_s gets one partial sum per block, added up in a fixed order afterwards.
       const int64_t block = cpu::pixels_per_block(v, sizeof(T));
       const int64_t blocks = (v.P + block - 1) / block;
-      std::vector<A> partial(v.N * blocks * v.C, A(0));
+      std::vector<sum_t> partial(v.N * blocks * v.C, 0);
       cpu::parallel_pixel_blocks(v, block, [&](int64_t n, int64_t p0, int64_t p1) {
         const std::vector<A> w = weights_of(s_ptr, io.w, n, v.C);
         const A* t = t_ptr + n * v.P + p0;
+        std::vector<sum_t> r(p1 - p0);
         std::vector<A> u(p1 - p0);
-        channel_sums(n, p0, p1, u.data());
-        for (int64_t i = 0; i < p1 - p0; ++i) u[i] = channel_spatial_attention::sigmoid_grad(t[i], u[i]);
+        channel_sums(n, p0, p1, r.data());
+        for (int64_t i = 0; i < p1 - p0; ++i) u[i] = channel_spatial_attention::sigmoid_grad(t[i], A(r[i]));
         input_grads(n, w.data(), p0, p1, t, u.data(), partial.data() + (n * blocks + p0 / block) * v.C);
       });
       for (int64_t n = 0; n < v.N; ++n) {
         for (int64_t c = 0; c < v.C; ++c) {
-          A sum = A(0);
+          sum_t sum = 0;
           for (int64_t b = 0; b < blocks; ++b) sum += partial[(n * blocks + b) * v.C + c];
           grad_s_ptr[n * v.C + c] = T(sum);
         }
@@ -134,11 +137,15 @@ template <class T> void backward(const channel_spatial_attention::BackwardIO& io
       for (int64_t n = begin; n < end; ++n) {
         const std::vector<A> w = weights_of(s_ptr, io.w, n, v.C);
         const A* t = t_ptr + n * v.P;
-        std::vector<A> u(v.P), gs(v.C, A(0));
-        channel_sums(n, 0, v.P, u.data());
-        A sum_tr = A(0);
-        for (int64_t p = 0; p < v.P; ++p) sum_tr += t[p] * u[p];
-        for (int64_t p = 0; p < v.P; ++p) u[p] = channel_spatial_attention::softmax_grad(t[p], u[p], sum_tr);
+        std::vector<sum_t> r(v.P), gs(v.C, 0);
+        std::vector<A> u(v.P);
+        channel_sums(n, 0, v.P, r.data());
+        sum_t sum_tr = 0;
+        for (int64_t p = 0; p < v.P; ++p) sum_tr += t[p] * r[p];
+        // u = t (r - sum_tr) in double, rounded once: u sums to 0 over the map, so grad_s = sum u a
+        // cancels, and a sum_tr rounded to float would shift every u alike (5x eager's error at
+        // 8192 x 8192).
+        for (int64_t p = 0; p < v.P; ++p) u[p] = A(channel_spatial_attention::softmax_grad(sum_t(t[p]), r[p], sum_tr));
         input_grads(n, w.data(), 0, v.P, t, u.data(), gs.data());
         for (int64_t c = 0; c < v.C; ++c) grad_s_ptr[n * v.C + c] = T(gs[c]);
       }

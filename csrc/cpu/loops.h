@@ -17,6 +17,33 @@ constexpr int64_t kChannelBlock = 64;
 // Enough elements per task that the thread pool's overhead is noise.
 constexpr int64_t kGrainElements = 1 << 15;
 
+// Sums. A float running sum of n terms drifts by up to n ulps, and double accumulators slow the
+// compute-bound loops (1.1-1.7x; 7x in TAP, where the widened select stops GCC vectorising:
+// benchmarks/NOTES.md, "Exact sums"). So sums run in float blocks whose totals are added in double
+// (sum_t): the error no longer grows with the length of the sum, and the loops keep their speed.
+// A loop with one sum calls lane_sum; loops with several (TAP's sum and count, soft-argmax's
+// three) are written out: behind a lambda, GCC kept TAP's counts in memory (1.5x slower).
+//
+// Terms one float accumulator adds per block, where each accumulator is a channel (or pixel).
+constexpr int64_t kSumChain = 64;
+// Terms per block of a vectorised reduction: 256 per lane at SSE2's 4 float lanes, 64 at
+// AVX-512's 16. Blocks of 256 cost TAP's row loop up to 1.4x (loop entry and exit per block).
+constexpr int64_t kLaneSumBlock = 16 * kSumChain;
+
+// sum over p in [0, P) of term(p), one vectorised reduction in float blocks of kLaneSumBlock added
+// in double. term may also store (the softmax rows keep each exp for their next pass).
+template <class A, class F> inline sum_t lane_sum(int64_t P, const F& term) {
+  sum_t sum = 0;
+  for (int64_t p0 = 0; p0 < P; p0 += kLaneSumBlock) {
+    const int64_t p1 = std::min(P, p0 + kLaneSumBlock);
+    A part = A(0);
+#pragma omp simd reduction(+ : part)
+    for (int64_t p = p0; p < p1; ++p) part += term(p);
+    sum += part;
+  }
+  return sum;
+}
+
 // Strided access with the unit stride known at compile time, so the contiguous case vectorises.
 template <bool kUnit> struct Stride {
   int64_t s;
@@ -55,9 +82,14 @@ template <class F> void parallel_channel_blocks(const NCP& v, const F& body) {
 }
 
 // body(n, p0, p1) for every block of pixels of every sample (per-pixel work over channels).
+// Blocks of small maps are grouped into tasks of kGrainElements: a call on a few small maps then
+// runs on the calling thread instead of waking the pool (which, on a loaded machine, can wait
+// a scheduler time slice for a descheduled worker).
 template <class F> void parallel_pixel_blocks(const NCP& v, int64_t pixels_per_task, const F& body) {
   const int64_t blocks = (v.P + pixels_per_task - 1) / pixels_per_task;
-  torch::stable::parallel_for(0, v.N * blocks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t block_elements = std::max<int64_t>(1, v.C * std::min(v.P, pixels_per_task));
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / block_elements);
+  torch::stable::parallel_for(0, v.N * blocks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / blocks;
       const int64_t p0 = (task % blocks) * pixels_per_task;

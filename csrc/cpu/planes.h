@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
+#include <vector>
 
 #include "../common/layout.h"
+#include "loops.h"
 
 namespace camfast::cpu {
 
@@ -55,42 +57,80 @@ template <Unit U> bool channels_innermost(const NCP& v) {
   return U == Unit::channel || (U == Unit::none && v.channels_inner());
 }
 
+// The sums below add terms of type Term into totals of type S: in blocks of Term (float for the
+// float kernels), so that the loops keep their float speed (loops.h, kSumChain); one block when
+// the totals have the terms' type.
+template <class F> using TermOf = decltype(std::declval<const F&>()(int64_t(0), int64_t(0)));
+template <class Term, class S> constexpr int64_t chain(int64_t n) {
+  return std::is_same_v<Term, S> ? std::max<int64_t>(n, 1) : kSumChain;
+}
+
 // sum[i] = sum_c term(c, p0 + i) for the pixels [p0, p1) of one sample. term may also write
 // the element (c, p) of an output: the sweep then does both while each value is in a register.
-template <Unit U, class A, class F>
-void channel_sums(const NCP& v, int64_t p0, int64_t p1, A* sum, const F& term) {
+template <Unit U, class S, class F>
+void channel_sums(const NCP& v, int64_t p0, int64_t p1, S* sum, const F& term) {
+  using Term = TermOf<F>;
   if (channels_innermost<U>(v)) {
     for (int64_t p = p0; p < p1; ++p) {
-      A acc = A(0);
-#pragma omp simd reduction(+ : acc)
-      for (int64_t c = 0; c < v.C; ++c) acc += term(c, p);
-      sum[p - p0] = acc;
+      S total = S(0);
+      for (int64_t c0 = 0; c0 < v.C; c0 += kLaneSumBlock) {
+        const int64_t c1 = std::min(v.C, c0 + kLaneSumBlock);
+        Term part = Term(0);
+#pragma omp simd reduction(+ : part)
+        for (int64_t c = c0; c < c1; ++c) part += term(c, p);
+        total += part;
+      }
+      sum[p - p0] = total;
     }
     return;
   }
-  std::fill(sum, sum + (p1 - p0), A(0));
-  for (int64_t c = 0; c < v.C; ++c) {
+  // Pixels innermost: a row of partial sums per block of channels.
+  const int64_t len = p1 - p0, block = chain<Term, S>(v.C);
+  std::vector<Term> row(len);
+  Term* part = row.data();
+  std::fill(sum, sum + len, S(0));
+  for (int64_t c0 = 0; c0 < v.C; c0 += block) {
+    std::fill(part, part + len, Term(0));
+    for (int64_t c = c0; c < std::min(v.C, c0 + block); ++c) {
 #pragma omp simd
-    for (int64_t p = p0; p < p1; ++p) sum[p - p0] += term(c, p);
+      for (int64_t p = p0; p < p1; ++p) part[p - p0] += term(c, p);
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) sum[i] += part[i];
   }
 }
 
 // sum[c] += sum_p term(c, p) over the pixels [p0, p1) of one sample, for every channel c; term
 // may also write the element (c, p) of an output.
-template <Unit U, class A, class F>
-void add_pixel_sums(const NCP& v, int64_t p0, int64_t p1, A* sum, const F& term) {
+template <Unit U, class S, class F>
+void add_pixel_sums(const NCP& v, int64_t p0, int64_t p1, S* sum, const F& term) {
+  using Term = TermOf<F>;
   if (channels_innermost<U>(v)) {
-    for (int64_t p = p0; p < p1; ++p) {
+    // Channels innermost: a row of partial sums per block of pixels.
+    const int64_t block = chain<Term, S>(p1 - p0);
+    std::vector<Term> row(v.C);
+    Term* part = row.data();
+    for (int64_t b0 = p0; b0 < p1; b0 += block) {
+      std::fill(part, part + v.C, Term(0));
+      for (int64_t p = b0; p < std::min(p1, b0 + block); ++p) {
 #pragma omp simd
-      for (int64_t c = 0; c < v.C; ++c) sum[c] += term(c, p);
+        for (int64_t c = 0; c < v.C; ++c) part[c] += term(c, p);
+      }
+#pragma omp simd
+      for (int64_t c = 0; c < v.C; ++c) sum[c] += part[c];
     }
     return;
   }
   for (int64_t c = 0; c < v.C; ++c) {
-    A acc = A(0);
-#pragma omp simd reduction(+ : acc)
-    for (int64_t p = p0; p < p1; ++p) acc += term(c, p);
-    sum[c] += acc;
+    S total = S(0);
+    for (int64_t b0 = p0; b0 < p1; b0 += kLaneSumBlock) {
+      const int64_t b1 = std::min(p1, b0 + kLaneSumBlock);
+      Term part = Term(0);
+#pragma omp simd reduction(+ : part)
+      for (int64_t p = b0; p < b1; ++p) part += term(c, p);
+      total += part;
+    }
+    sum[c] += total;
   }
 }
 

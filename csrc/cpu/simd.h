@@ -1,9 +1,13 @@
-// SIMD helpers for the CPU loops: wider instruction sets picked at load time, and an exp that
-// vectorises.
+// SIMD helpers for the CPU loops: wider instruction sets picked at load time, an exp and a
+// float16 conversion that vectorise.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+
+#include <torch/headeronly/util/Half.h>
+
+#include "../kernels/common.cuh"
 
 // Compiles a function for AVX-512, AVX2 and the x86-64 baseline (SSE2); the loader picks the best
 // the CPU has. Worth it where a loop is compute-bound (exp); memory-bound loops gain nothing.
@@ -48,5 +52,23 @@ inline float exp_nonpositive(float v) {
 }
 
 inline double exp_nonpositive(double v) { return std::exp(v); }
+
+// v in its accumulation type (acc_t), in a form loops vectorise. c10::Half's own conversion goes
+// through memcpy, which kept float16 loops scalar on the x86-64 baseline (no F16C): 10-16x slower
+// than float32 (benchmarks/NOTES.md, "Float terms, double totals"). Same algorithm (the FP16
+// library's fp16_ieee_to_fp32_value), with bit casts and a mask for its select.
+template <class T> inline acc_t<T> widen(T v) { return acc_t<T>(v); }
+inline float widen(torch::headeronly::Half v) {
+  const uint32_t w = uint32_t(v.x) << 16;
+  const uint32_t sign = w & 0x80000000u;
+  const uint32_t two_w = w + w;  // exponent and mantissa at the top
+  // Normal numbers, inf and NaN: rebias the exponent by 0xE0, then scale by 2^-112.
+  const float normal = __builtin_bit_cast(float, (two_w >> 4) + (0xE0u << 23)) * __builtin_bit_cast(float, 15u << 23);
+  // Subnormals: the mantissa as the low bits of 0.5's, minus 0.5.
+  const float subnormal = __builtin_bit_cast(float, (two_w >> 17) | (126u << 23)) - 0.5f;
+  const uint32_t is_subnormal = 0u - uint32_t(two_w < (1u << 27));
+  return __builtin_bit_cast(float, sign | (__builtin_bit_cast(uint32_t, subnormal) & is_subnormal) |
+                                       (__builtin_bit_cast(uint32_t, normal) & ~is_subnormal));
+}
 
 }  // namespace camfast::cpu

@@ -5,7 +5,9 @@
 // never writes the softmax: the exp pass accumulates sum(e), sum(e X) and sum(e Y) directly.
 // The exp makes these loops compute-bound, so every row and block kernel is compiled for AVX-512,
 // AVX2 and the baseline (CAMFAST_SIMD_CLONES).
+#include <algorithm>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include <torch/csrc/stable/library.h>
@@ -56,24 +58,35 @@ acc_t<T> row_max(const T* x, Stride<kUnit> at, int64_t P, acc_t<T> inv_t) {
   return has_nan ? quiet_nan<A>() : m;
 }
 
+// The softmax's exp pass keeps exp(z - max) in the output for the rescaling pass where the output
+// type holds it exactly; a float16 or bfloat16 output would round it twice (up to twice eager's
+// error), so that pass recomputes it instead.
+template <class T> constexpr bool kKeepsExp = std::is_same_v<T, acc_t<T>>;
+
+// The sums run in float blocks added in double (loops.h, kSumChain, lane_sum).
+using cpu::kLaneSumBlock;
+using cpu::kSumChain;
+using cpu::lane_sum;
+
 template <class T, bool kUnit>
 CAMFAST_SIMD_CLONES
 void softmax_row(const T* x, Stride<kUnit> xa, T* out, Stride<kUnit> oa, int64_t P, acc_t<T> inv_t, acc_t<T>* m,
                  acc_t<T>* s) {
   using A = acc_t<T>;
   const A mx = row_max(x, xa, P, inv_t);
-  A sum = A(0);
-#pragma omp simd reduction(+ : sum)
-  for (int64_t p = 0; p < P; ++p) {
+  const sum_t sum = lane_sum<A>(P, [&](int64_t p) {
     const A e = exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
-    out[oa(p)] = T(e);
-    sum += e;
-  }
-  const A inv_s = A(1) / sum;
+    if constexpr (kKeepsExp<T>) out[oa(p)] = T(e);
+    return e;
+  });
+  const A inv_s = A(1 / sum);
 #pragma omp simd
-  for (int64_t p = 0; p < P; ++p) out[oa(p)] = T(A(out[oa(p)]) * inv_s);
+  for (int64_t p = 0; p < P; ++p) {
+    const A e = kKeepsExp<T> ? A(out[oa(p)]) : exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
+    out[oa(p)] = T(e * inv_s);
+  }
   *m = mx;
-  *s = sum;
+  *s = A(sum);
 }
 
 // grad_x doubles as the buffer for p between the two passes.
@@ -82,13 +95,11 @@ CAMFAST_SIMD_CLONES
 void softmax_backward_row(const T* g, Stride<kUnit> ga, const T* x, Stride<kUnit> xa, T* gx, Stride<kUnit> oa,
                           int64_t P, acc_t<T> inv_t, acc_t<T> m, acc_t<T> inv_s) {
   using A = acc_t<T>;
-  A dot = A(0);
-#pragma omp simd reduction(+ : dot)
-  for (int64_t p = 0; p < P; ++p) {
+  const A dot = A(lane_sum<A>(P, [&](int64_t p) {
     const A y = exp_nonpositive(A(x[xa(p)]) * inv_t - m) * inv_s;
     gx[oa(p)] = T(y);
-    dot += A(g[ga(p)]) * y;
-  }
+    return A(g[ga(p)]) * y;
+  }));
 #pragma omp simd
   for (int64_t p = 0; p < P; ++p) gx[oa(p)] = T(inv_t * A(gx[oa(p)]) * (A(g[ga(p)]) - dot));
 }
@@ -99,18 +110,25 @@ void soft_argmax_row(const T* x, Stride<kUnit> xa, int64_t P, const acc_t<T>* X,
                      acc_t<T>* out, acc_t<T>* m, acc_t<T>* s) {
   using A = acc_t<T>;
   const A mx = row_max(x, xa, P, inv_t);
-  A sum = A(0), sx = A(0), sy = A(0);
-#pragma omp simd reduction(+ : sum, sx, sy)
-  for (int64_t p = 0; p < P; ++p) {
-    const A e = exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
-    sum += e;
-    sx += e * X[p];
-    sy += e * Y[p];
+  sum_t sum = 0, sx = 0, sy = 0;
+  for (int64_t p0 = 0; p0 < P; p0 += kLaneSumBlock) {
+    const int64_t p1 = std::min(P, p0 + kLaneSumBlock);
+    A part = A(0), part_x = A(0), part_y = A(0);
+#pragma omp simd reduction(+ : part, part_x, part_y)
+    for (int64_t p = p0; p < p1; ++p) {
+      const A e = exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
+      part += e;
+      part_x += e * X[p];
+      part_y += e * Y[p];
+    }
+    sum += part;
+    sx += part_x;
+    sy += part_y;
   }
-  out[0] = sx / sum;
-  out[1] = sy / sum;
+  out[0] = A(sx / sum);
+  out[1] = A(sy / sum);
   *m = mx;
-  *s = sum;
+  *s = A(sum);
 }
 
 template <class T, bool kUnit>
@@ -159,21 +177,34 @@ void softmax_block(const T* x, int64_t x_stride, T* out, int64_t out_stride, int
                    acc_t<T>* m, acc_t<T>* s) {
   using A = acc_t<T>;
   block_max(x, x_stride, P, nc, inv_t, m);
-  for (int64_t c = 0; c < nc; ++c) s[c] = A(0);
+  sum_t sum[kChannelBlock];
+  A part[kChannelBlock];
+  for (int64_t c = 0; c < nc; ++c) sum[c] = 0;
+  for (int64_t p0 = 0; p0 < P; p0 += kSumChain) {
+    for (int64_t c = 0; c < nc; ++c) part[c] = A(0);
+    for (int64_t p = p0; p < std::min(P, p0 + kSumChain); ++p) {
+      const T* px = x + p * x_stride;
+      T* po = out + p * out_stride;
+      for (int64_t c = 0; c < nc; ++c) {
+        const A e = exp_nonpositive(A(px[c]) * inv_t - m[c]);
+        if constexpr (kKeepsExp<T>) po[c] = T(e);
+        part[c] += e;
+      }
+    }
+    for (int64_t c = 0; c < nc; ++c) sum[c] += part[c];
+  }
+  A inv_s[kChannelBlock];
+  for (int64_t c = 0; c < nc; ++c) {
+    s[c] = A(sum[c]);
+    inv_s[c] = A(1 / sum[c]);
+  }
   for (int64_t p = 0; p < P; ++p) {
     const T* px = x + p * x_stride;
     T* po = out + p * out_stride;
     for (int64_t c = 0; c < nc; ++c) {
-      const A e = exp_nonpositive(A(px[c]) * inv_t - m[c]);
-      po[c] = T(e);
-      s[c] += e;
+      const A e = kKeepsExp<T> ? A(po[c]) : exp_nonpositive(A(px[c]) * inv_t - m[c]);
+      po[c] = T(e * inv_s[c]);
     }
-  }
-  A inv_s[kChannelBlock];
-  for (int64_t c = 0; c < nc; ++c) inv_s[c] = A(1) / s[c];
-  for (int64_t p = 0; p < P; ++p) {
-    T* po = out + p * out_stride;
-    for (int64_t c = 0; c < nc; ++c) po[c] = T(A(po[c]) * inv_s[c]);
   }
 }
 
@@ -182,20 +213,26 @@ CAMFAST_SIMD_CLONES
 void softmax_backward_block(const T* g, int64_t g_stride, const T* x, int64_t x_stride, T* gx, int64_t out_stride,
                             int64_t P, int64_t nc, acc_t<T> inv_t, const acc_t<T>* m, const acc_t<T>* s) {
   using A = acc_t<T>;
-  A inv_s[kChannelBlock], dot[kChannelBlock];
+  A inv_s[kChannelBlock], dot[kChannelBlock], part[kChannelBlock];
+  sum_t sum[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) {
     inv_s[c] = A(1) / s[c];
-    dot[c] = A(0);
+    sum[c] = 0;
   }
-  for (int64_t p = 0; p < P; ++p) {
-    const T *px = x + p * x_stride, *pg = g + p * g_stride;
-    T* po = gx + p * out_stride;
-    for (int64_t c = 0; c < nc; ++c) {
-      const A y = exp_nonpositive(A(px[c]) * inv_t - m[c]) * inv_s[c];
-      po[c] = T(y);
-      dot[c] += A(pg[c]) * y;
+  for (int64_t p0 = 0; p0 < P; p0 += kSumChain) {
+    for (int64_t c = 0; c < nc; ++c) part[c] = A(0);
+    for (int64_t p = p0; p < std::min(P, p0 + kSumChain); ++p) {
+      const T *px = x + p * x_stride, *pg = g + p * g_stride;
+      T* po = gx + p * out_stride;
+      for (int64_t c = 0; c < nc; ++c) {
+        const A y = exp_nonpositive(A(px[c]) * inv_t - m[c]) * inv_s[c];
+        po[c] = T(y);
+        part[c] += A(pg[c]) * y;
+      }
     }
+    for (int64_t c = 0; c < nc; ++c) sum[c] += part[c];
   }
+  for (int64_t c = 0; c < nc; ++c) dot[c] = A(sum[c]);
   for (int64_t p = 0; p < P; ++p) {
     const T* pg = g + p * g_stride;
     T* po = gx + p * out_stride;
@@ -209,21 +246,31 @@ void soft_argmax_block(const T* x, int64_t x_stride, int64_t P, int64_t nc, cons
                        acc_t<T> inv_t, acc_t<T>* out, acc_t<T>* m, acc_t<T>* s) {
   using A = acc_t<T>;
   block_max(x, x_stride, P, nc, inv_t, m);
-  A sx[kChannelBlock], sy[kChannelBlock];
-  for (int64_t c = 0; c < nc; ++c) s[c] = sx[c] = sy[c] = A(0);
-  for (int64_t p = 0; p < P; ++p) {
-    const T* px = x + p * x_stride;
-    const A cx = X[p], cy = Y[p];
+  sum_t sum[kChannelBlock], sx[kChannelBlock], sy[kChannelBlock];
+  A part[kChannelBlock], part_x[kChannelBlock], part_y[kChannelBlock];
+  for (int64_t c = 0; c < nc; ++c) sum[c] = sx[c] = sy[c] = 0;
+  for (int64_t p0 = 0; p0 < P; p0 += kSumChain) {
+    for (int64_t c = 0; c < nc; ++c) part[c] = part_x[c] = part_y[c] = A(0);
+    for (int64_t p = p0; p < std::min(P, p0 + kSumChain); ++p) {
+      const T* px = x + p * x_stride;
+      const A cx = X[p], cy = Y[p];
+      for (int64_t c = 0; c < nc; ++c) {
+        const A e = exp_nonpositive(A(px[c]) * inv_t - m[c]);
+        part[c] += e;
+        part_x[c] += e * cx;
+        part_y[c] += e * cy;
+      }
+    }
     for (int64_t c = 0; c < nc; ++c) {
-      const A e = exp_nonpositive(A(px[c]) * inv_t - m[c]);
-      s[c] += e;
-      sx[c] += e * cx;
-      sy[c] += e * cy;
+      sum[c] += part[c];
+      sx[c] += part_x[c];
+      sy[c] += part_y[c];
     }
   }
   for (int64_t c = 0; c < nc; ++c) {
-    out[2 * c] = sx[c] / s[c];
-    out[2 * c + 1] = sy[c] / s[c];
+    out[2 * c] = A(sx[c] / sum[c]);
+    out[2 * c + 1] = A(sy[c] / sum[c]);
+    s[c] = A(sum[c]);
   }
 }
 

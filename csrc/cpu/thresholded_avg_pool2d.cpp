@@ -1,4 +1,5 @@
 // Thresholded average pooling on the CPU: forward and backward, NCHW and channels_last in place.
+#include <algorithm>
 #include <tuple>
 
 #include <torch/csrc/stable/library.h>
@@ -30,13 +31,20 @@ void forward_row(const T* x, Stride<kUnit> at, int64_t P, double tau, T* out, T*
   }
   const T t = thresholded_avg_pool2d::threshold<T>(has_nan ? quiet_nan<A>() : row_max, tau);
   const A tt = A(t);
-  A sum = A(0);
+  sum_t sum = 0;
   int32_t count = 0;
-#pragma omp simd reduction(+ : sum, count)
-  for (int64_t p = 0; p < P; ++p) {
-    const A v = A(x[at(p)]);
-    sum += thresholded_avg_pool2d::kept_value(v, tt);
-    count += thresholded_avg_pool2d::counted(v, tt);
+  for (int64_t p0 = 0; p0 < P; p0 += cpu::kLaneSumBlock) {
+    const int64_t p1 = std::min(P, p0 + cpu::kLaneSumBlock);
+    A part = A(0);
+    int32_t kept = 0;
+#pragma omp simd reduction(+ : part, kept)
+    for (int64_t p = p0; p < p1; ++p) {
+      const A v = A(x[at(p)]);
+      part += thresholded_avg_pool2d::kept_value(v, tt);
+      kept += thresholded_avg_pool2d::counted(v, tt);
+    }
+    sum += part;
+    count += kept;
   }
   *out = thresholded_avg_pool2d::mean<T>(sum, count);
   *thr = t;
@@ -49,13 +57,14 @@ void forward_channel_block(const NCP& v, const T* x, double tau, int64_t c0, int
                            int32_t* cnt) {
   using A = acc_t<T>;
   const int64_t nc = c1 - c0;
-  A row_max[kChannelBlock], t[kChannelBlock], sum[kChannelBlock];
+  A row_max[kChannelBlock], t[kChannelBlock];
+  sum_t sum[kChannelBlock];
   int32_t count[kChannelBlock];
   bool has_nan[kChannelBlock];
   for (int64_t c = 0; c < nc; ++c) {
     row_max[c] = lowest<A>();
     has_nan[c] = false;
-    sum[c] = A(0);
+    sum[c] = 0;
     count[c] = 0;
   }
   for (int64_t p = 0; p < v.P; ++p) {
@@ -70,13 +79,18 @@ void forward_channel_block(const NCP& v, const T* x, double tau, int64_t c0, int
     thr[c] = thresholded_avg_pool2d::threshold<T>(has_nan[c] ? quiet_nan<A>() : row_max[c], tau);
     t[c] = A(thr[c]);
   }
-  for (int64_t p = 0; p < v.P; ++p) {
-    const T* px = x + p * v.stride_p;
-    for (int64_t c = 0; c < nc; ++c) {
-      const A val = A(px[c]);
-      sum[c] += thresholded_avg_pool2d::kept_value(val, t[c]);
-      count[c] += thresholded_avg_pool2d::counted(val, t[c]);
+  A part[kChannelBlock];
+  for (int64_t p0 = 0; p0 < v.P; p0 += cpu::kSumChain) {
+    for (int64_t c = 0; c < nc; ++c) part[c] = A(0);
+    for (int64_t p = p0; p < std::min(v.P, p0 + cpu::kSumChain); ++p) {
+      const T* px = x + p * v.stride_p;
+      for (int64_t c = 0; c < nc; ++c) {
+        const A val = A(px[c]);
+        part[c] += thresholded_avg_pool2d::kept_value(val, t[c]);
+        count[c] += thresholded_avg_pool2d::counted(val, t[c]);
+      }
     }
+    for (int64_t c = 0; c < nc; ++c) sum[c] += part[c];
   }
   for (int64_t c = 0; c < nc; ++c) {
     out[c] = thresholded_avg_pool2d::mean<T>(sum[c], count[c]);

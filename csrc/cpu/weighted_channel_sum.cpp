@@ -1,8 +1,11 @@
 // The gradient CAM methods' raw map on the CPU, NCHW and channels_last in place.
 //
 // Weighted methods first: per image (class t, sample n), each channel's spatial sums and its
-// weight, one task per image. Then every method: per image and block of pixels, the channel sum
-// and the ReLU. A channel's map (P values) stays in L1 between the passes of the first step.
+// weight, one task per image. Then every method: per sample and block of pixels, the channel
+// sums of every class and the ReLU. A channel's map (P values) stays in L1 between the passes of
+// the first step, and a block of A in cache across the classes of the second. Compiled for the
+// baseline only: AVX-512 clones of these loops (CAMFAST_SIMD_CLONES) measured up to 3x slower on
+// this 2-core AVX-512 Xeon for the weighted methods and channels_last (benchmarks/NOTES.md).
 #include <algorithm>
 #include <string>
 #include <type_traits>
@@ -16,6 +19,7 @@
 #include "../ops/weighted_channel_sum.h"
 #include "loops.h"
 #include "planes.h"
+#include "simd.h"
 
 namespace camfast {
 namespace {
@@ -24,70 +28,119 @@ using torch::stable::Tensor;
 using cpu::Unit;
 using weighted_channel_sum::Method;
 
-// Sums of float32 inputs in double: these maps are small and read from cache, so the wider
-// type costs nothing measurable (benchmarks/NOTES.md); float32 for float16 and bfloat16.
-template <class T> using sum_t = std::conditional_t<std::is_same_v<T, float>, double, acc_t<T>>;
+// Terms (products, alphas, ReLUs) in acc_t, float for float32, float16 and bfloat16 as eager
+// PyTorch evaluates them, summed in float blocks into double totals (sum_t; planes.h). Each term
+// is then rounded as eager rounds it, and the totals drift less than eager's float sums. Terms in
+// double cost up to 2x in these loops, which are compiled for SSE2's 2 double lanes
+// (benchmarks/NOTES.md, "Float terms, double totals").
+//
+// Except for float32's weighted maps: their weights and the products w A run in double (exact_t).
+// Rounded to float, as eager rounds them, the map of a small map that cancels (three products of
+// 1e-3 summing to 1e-5) differs from eager's by other roundings than eager's own, at up to 5x
+// eager's error against float64. float16 and bfloat16 round their inputs far more coarsely.
+template <class T> using exact_t = std::conditional_t<std::is_same_v<T, float>, sum_t, acc_t<T>>;
+using cpu::kChannelBlock;
+using cpu::widen;
+
+template <class T, Unit U> cpu::Plane<const T, U> plane(const T* base, const NCP& v) {
+  return {base, v.stride_c, v.stride_p};
+}
+
+// Per-task scratch of the weights pass: three totals per channel, and the first as a term.
+template <class A> struct WeightScratch {
+  std::vector<sum_t> s, num, den;
+  std::vector<A> s_term;
+  explicit WeightScratch(int64_t C) : s(C), num(C), den(C), s_term(C) {}
+};
+
+// w[c]: the weights of image i's C channels, from their spatial sums (a channel's rows stay in
+// cache between the sums). Computed in double from the totals, then rounded to a term.
+template <Method M, class T, Unit U>
+void image_weights(const weighted_channel_sum::IO& io, int64_t i, sum_t eps, WeightScratch<acc_t<T>>& t,
+                   exact_t<T>* w) {
+  using A = acc_t<T>;
+  const NCP& v = io.a;
+  const auto a = plane<T, U>(io.act.const_data_ptr<T>() + io.act_offset(i), io.a);
+  const auto g = plane<T, U>(io.grad.const_data_ptr<T>() + io.grad_offset(i), io.g);
+  for (auto* sums : {&t.s, &t.num, &t.den}) std::fill(sums->begin(), sums->end(), sum_t(0));
+  const A* s = t.s_term.data();
+  if constexpr (weighted_channel_sum::needs_s(M)) {
+    cpu::add_pixel_sums<U>(v, 0, v.P, t.s.data(), [&](int64_t c, int64_t p) { return widen(a(c, p)); });
+    std::copy(t.s.begin(), t.s.end(), t.s_term.begin());
+  }
+  // XGrad-CAM's numerator is a sum of products g A: exact_t, like the map's products.
+  using Num = std::conditional_t<M == Method::xgrad_cam, exact_t<T>, A>;
+  cpu::add_pixel_sums<U>(v, 0, v.P, t.num.data(), [&](int64_t c, int64_t p) {
+    const Num gv = widen(g(c, p)), av = M == Method::grad_cam ? Num(0) : Num(widen(a(c, p)));
+    return weighted_channel_sum::numerator<M>(gv, av, Num(s[c]));
+  });
+  if constexpr (weighted_channel_sum::needs_den(M)) {
+    cpu::add_pixel_sums<U>(v, 0, v.P, t.den.data(), [&](int64_t c, int64_t p) {
+      return weighted_channel_sum::denominator<M>(widen(g(c, p)), widen(a(c, p)), s[c]);
+    });
+  }
+  for (int64_t c = 0; c < v.C; ++c) w[c] = exact_t<T>(weighted_channel_sum::weight<M>(t.num[c], t.den[c], v.P, eps));
+}
+
+// out[t, n, p] for every class t and the pixels [p0, p1) of sample n: per block of channels, the
+// channel sums of each class (the block of A stays in cache across the classes), then the ReLU.
+template <Method M, class T, Unit U>
+void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_t p1, const exact_t<T>* w,
+               sum_t* part, sum_t* sum) {
+  const int64_t len = p1 - p0, N = io.a.N, C = io.a.C;
+  std::fill(sum, sum + io.T * len, sum_t(0));
+  for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
+    NCP block = io.a;
+    block.C = std::min(C, c0 + kChannelBlock) - c0;
+    const auto a = plane<T, U>(io.act.const_data_ptr<T>() + io.act_offset(n) + c0 * io.a.stride_c, io.a);
+    for (int64_t t = 0; t < io.T; ++t) {
+      const int64_t i = t * N + n;
+      if constexpr (weighted_channel_sum::weighted(M)) {
+        const exact_t<T>* wi = w + i * C + c0;
+        cpu::channel_sums<U>(block, p0, p1, part, [&](int64_t c, int64_t p) { return wi[c] * exact_t<T>(widen(a(c, p))); });
+      } else {
+        const auto g = plane<T, U>(io.grad.const_data_ptr<T>() + io.grad_offset(i) + c0 * io.g.stride_c, io.g);
+        cpu::channel_sums<U>(block, p0, p1, part, [&](int64_t c, int64_t p) {
+          return weighted_channel_sum::term<M>(widen(g(c, p)), widen(a(c, p)));
+        });
+      }
+      sum_t* st = sum + t * len;
+#pragma omp simd
+      for (int64_t k = 0; k < len; ++k) st[k] += part[k];
+    }
+  }
+  T* out = io.out.mutable_data_ptr<T>();
+  for (int64_t t = 0; t < io.T; ++t) {
+    T* row = out + (t * N + n) * io.a.P + p0;
+    for (int64_t k = 0; k < len; ++k) row[k] = T(weighted_channel_sum::relu(sum[t * len + k]));
+  }
+}
 
 template <class T> struct Kernel {
-  using A = sum_t<T>;
+  using A = acc_t<T>;
   const weighted_channel_sum::IO& io;
-  A eps;
+  sum_t eps;
 
-  template <Unit U> cpu::Plane<const T, U> act(int64_t i) const {
-    return {io.act.const_data_ptr<T>() + io.act_offset(i), io.a.stride_c, io.a.stride_p};
-  }
-  template <Unit U> cpu::Plane<const T, U> grad(int64_t i) const {
-    return {io.grad.const_data_ptr<T>() + io.grad_offset(i), io.g.stride_c, io.g.stride_p};
-  }
-
-  // w[i * K + k]: channel k's weight in image i, from its spatial sums.
-  template <Method M, Unit U> std::vector<A> weights() const {
+  // w[i * K + k]: channel k's weight in image i = t * N + n. Tasks run sample-major, so the
+  // classes of one sample follow each other and find its A in cache.
+  template <Method M, Unit U> std::vector<exact_t<T>> weights() const {
     const NCP& v = io.a;
-    std::vector<A> w(io.images() * v.C);
+    std::vector<exact_t<T>> w(io.images() * v.C);
     const int64_t grain = std::max<int64_t>(1, cpu::kGrainElements / std::max<int64_t>(1, v.C * v.P));
     torch::stable::parallel_for(0, io.images(), grain, [&](int64_t begin, int64_t end) {
-      std::vector<A> s(v.C), num(v.C), den(v.C);
-      for (int64_t i = begin; i < end; ++i) {
-        const auto a = act<U>(i);
-        const auto g = grad<U>(i);
-        for (auto* sums : {&s, &num, &den}) std::fill(sums->begin(), sums->end(), A(0));
-        if constexpr (weighted_channel_sum::needs_s(M)) {
-          cpu::add_pixel_sums<U>(v, 0, v.P, s.data(), [&](int64_t c, int64_t p) { return A(a(c, p)); });
-        }
-        cpu::add_pixel_sums<U>(v, 0, v.P, num.data(), [&](int64_t c, int64_t p) {
-          return weighted_channel_sum::numerator<M>(A(g(c, p)), A(a(c, p)), s[c]);
-        });
-        if constexpr (weighted_channel_sum::needs_den(M)) {
-          cpu::add_pixel_sums<U>(v, 0, v.P, den.data(), [&](int64_t c, int64_t p) {
-            return weighted_channel_sum::denominator<M>(A(g(c, p)), A(a(c, p)), s[c]);
-          });
-        }
-        for (int64_t c = 0; c < v.C; ++c) w[i * v.C + c] = weighted_channel_sum::weight<M>(num[c], den[c], v.P, eps);
+      WeightScratch<A> scratch(v.C);
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t i = (j % io.T) * v.N + j / io.T;
+        image_weights<M, T, U>(io, i, eps, scratch, w.data() + i * v.C);
       }
     });
     return w;
   }
 
-  // out[i, p] = ReLU(sum_k term), per image and block of pixels.
-  template <Method M, Unit U> void maps(const std::vector<A>& w) const {
-    const NCP& v = io.a;
-    NCP images = v;
-    images.N = io.images();
-    T* out = io.out.mutable_data_ptr<T>();
-    cpu::parallel_pixel_blocks(images, cpu::pixels_per_block(v, sizeof(T)), [&](int64_t i, int64_t p0, int64_t p1) {
-      std::vector<A> sum(p1 - p0);
-      const auto a = act<U>(i);
-      if constexpr (weighted_channel_sum::weighted(M)) {
-        const A* wi = w.data() + i * v.C;
-        cpu::channel_sums<U>(v, p0, p1, sum.data(), [&](int64_t c, int64_t p) { return wi[c] * A(a(c, p)); });
-      } else {
-        const auto g = grad<U>(i);
-        cpu::channel_sums<U>(v, p0, p1, sum.data(), [&](int64_t c, int64_t p) {
-          return weighted_channel_sum::term<M>(A(g(c, p)), A(a(c, p)));
-        });
-      }
-      T* row = out + i * v.P;
-      for (int64_t p = p0; p < p1; ++p) row[p] = T(weighted_channel_sum::relu(sum[p - p0]));
+  template <Method M, Unit U> void maps(const std::vector<exact_t<T>>& w) const {
+    cpu::parallel_pixel_blocks(io.a, cpu::pixels_per_block(io.a, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
+      std::vector<sum_t> part(p1 - p0), sum(io.T * (p1 - p0));
+      map_block<M, T, U>(io, n, p0, p1, w.data(), part.data(), sum.data());
     });
   }
 
@@ -111,7 +164,7 @@ Tensor weighted_channel_sum_cpu(Tensor act, Tensor grad, std::string method, dou
   if (io.images() > 0) {
     dispatch_floating(io.act.scalar_type(), weighted_channel_sum::kOp, [&](auto tag) {
       using T = decltype(tag);
-      Kernel<T>{io, sum_t<T>(eps)}.run();
+      Kernel<T>{io, eps}.run();
     });
   }
   return io.out;

@@ -26,10 +26,10 @@ constexpr int kThreads = 256;  // threads per block in the scaling kernel
 // Per-pixel result of the channel sums. Forward (kBackward false): sel = the mean in the drop
 // branch, else its sigmoid. Backward: shift = 0 in the drop branch, else s (1 - s) / C * sum g x.
 template <class T, bool kBackward>
-__device__ __forceinline__ void finish_pixel(acc_t<T> sum, int64_t i, int64_t channels, bool drop, T* sel,
+__device__ __forceinline__ void finish_pixel(sum_t sum, int64_t i, int64_t channels, bool drop, T* sel,
                                              acc_t<T>* shift) {
   if constexpr (kBackward) {
-    shift[i] = drop ? acc_t<T>(0) : adl::importance_shift(acc_t<T>(sel[i]), sum, channels);
+    shift[i] = drop ? acc_t<T>(0) : acc_t<T>(adl::importance_shift(sum_t(sel[i]), sum, channels));
   } else {
     const T a = adl::channel_mean<T>(sum, channels);
     sel[i] = drop ? a : adl::importance(a);
@@ -46,7 +46,7 @@ __global__ void channel_sums(const T* __restrict__ x, NCP v, const T* __restrict
   const Tile tile(v.P);
   const bool active = tile.p < v.P;
   const bool is_drop = drop[tile.n] != 0;
-  A sum = A(0);
+  sum_t sum = 0;
   if (active && !(kBackward && is_drop)) {  // the drop branch's gradient needs no sums
     const T* x_pixel = x + tile.n * v.stride_n + tile.p * v.stride_p;
     const T* y_pixel = kBackward ? y + tile.n * yv.stride_n + tile.p * yv.stride_p : nullptr;

@@ -25,7 +25,7 @@ __global__ void mix_pixels(const T* __restrict__ in, NCP iv, const T* __restrict
   using A = acc_t<T>;
   const PixelTile<kChannelsInner> tile(iv.P);
   const bool active = tile.p < iv.P;
-  A partial = A(0);
+  sum_t partial = 0;
   if (active) {
     const A gain = attention_branch_mix::gain(A(m[tile.n * mv.stride_n + tile.p * mv.stride_p]));
     const T* in_pixel = in + tile.n * iv.stride_n + tile.p * iv.stride_p;
@@ -39,7 +39,7 @@ __global__ void mix_pixels(const T* __restrict__ in, NCP iv, const T* __restrict
     }
   }
   if constexpr (kBackward) {
-    const A sum = tile.channel_sum(partial);
+    const sum_t sum = tile.channel_sum(partial);
     if (active && tile.c_first == 0) grad_m[tile.n * iv.P + tile.p] = T(sum);
   }
 }

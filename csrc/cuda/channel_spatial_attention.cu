@@ -39,13 +39,13 @@ __global__ void forward_pixels(const T* __restrict__ a, NCP v, const T* __restri
     scale = *t_pixel;
   } else {
     const T* sn = s + tile.n * w.stride_n;
-    A partial = A(0);
+    sum_t partial = 0;
     if (active) {
       for (int64_t c = tile.c_first; c < v.C; c += tile.kStep) {
         partial += A(sn[c * w.stride_c]) * A(an[c * v.stride_c]);
       }
     }
-    const A z = tile.channel_sum(partial);
+    const A z = A(tile.channel_sum(partial));
     if (!active) return;
     if constexpr (kPass == Pass::sums) {
       if (tile.c_first == 0) *t_pixel = z;
@@ -65,13 +65,13 @@ __global__ void backward_pixels(const T* __restrict__ g, NCP gv, const T* __rest
   using A = acc_t<T>;
   const PixelTile<kChannelsInner> tile(v.P);
   const bool active = tile.p < v.P;
-  A partial = A(0);
+  sum_t partial = 0;
   if (active) {
     const T* an = a + tile.n * v.stride_n + tile.p * v.stride_p;
     const T* gn = g + tile.n * gv.stride_n + tile.p * gv.stride_p;
     for (int64_t c = tile.c_first; c < v.C; c += tile.kStep) partial += A(gn[c * gv.stride_c]) * A(an[c * v.stride_c]);
   }
-  const A r = tile.channel_sum(partial);
+  const A r = A(tile.channel_sum(partial));
   if (!active || tile.c_first != 0) return;
   const int64_t i = tile.n * v.P + tile.p;
   u[i] = kSigmoid ? channel_spatial_attention::sigmoid_grad(t[i], r) : r;
@@ -85,22 +85,26 @@ template <class A> __global__ void softmax_maps(A* t, int64_t P) {
   NanMax<A> m;
   for (int64_t p = tid; p < P; p += threads) m.add(tn[p]);
   const A top = cuda::block_max(m);
-  A partial = A(0);
+  sum_t partial = 0;
   for (int64_t p = tid; p < P; p += threads) partial += exp(tn[p] - top);
-  const A total = cuda::block_sum(partial);
+  const A total = A(cuda::block_sum(partial));
   for (int64_t p = tid; p < P; p += threads) tn[p] = exp(tn[p] - top) / total;
 }
 
-// One block per sample: u := t (u - sum_p t u), the softmax's backward (u holds r).
+// One block per sample: u := t (u - sum_p t u), the softmax's backward (u holds r). u is computed
+// in double from the unrounded sum and rounded once: u sums to 0 over the map, so grad_s = sum u a
+// cancels, and a sum rounded to float would shift every u alike.
 template <class A> __global__ void softmax_grad_maps(const A* __restrict__ t, A* __restrict__ u, int64_t P) {
   const int tid = threadIdx.y * cuda::kLanes + threadIdx.x;
   const int threads = cuda::kLanes * cuda::kGroups;
   const A* tn = t + int64_t(blockIdx.x) * P;
   A* un = u + int64_t(blockIdx.x) * P;
-  A partial = A(0);
+  sum_t partial = 0;
   for (int64_t p = tid; p < P; p += threads) partial += tn[p] * un[p];
-  const A sum_tr = cuda::block_sum(partial);
-  for (int64_t p = tid; p < P; p += threads) un[p] = channel_spatial_attention::softmax_grad(tn[p], un[p], sum_tr);
+  const sum_t sum_tr = cuda::block_sum(partial);
+  for (int64_t p = tid; p < P; p += threads) {
+    un[p] = A(channel_spatial_attention::softmax_grad(sum_t(tn[p]), sum_t(un[p]), sum_tr));
+  }
 }
 
 template <class T, bool kChannelsInner>
@@ -110,7 +114,7 @@ __global__ void input_grads(const T* __restrict__ g, NCP gv, const T* __restrict
   using A = acc_t<T>;
   const ChannelTile<kChannelsInner> tile(v.C);
   const bool active = tile.c < v.C;
-  A partial = A(0);
+  sum_t partial = 0;
   if (active) {
     const A sc = A(s[tile.n * w.stride_n + tile.c * w.stride_c]);
     const T* an = a + tile.n * v.stride_n + tile.c * v.stride_c;
@@ -123,7 +127,7 @@ __global__ void input_grads(const T* __restrict__ g, NCP gv, const T* __restrict
       partial += un[p] * A(an[p * v.stride_p]);
     }
   }
-  const A sum = tile.pixel_sum(partial);
+  const sum_t sum = tile.pixel_sum(partial);
   if (active && tile.p_first == 0) grad_s[tile.n * v.C + tile.c] = T(sum);
 }
 

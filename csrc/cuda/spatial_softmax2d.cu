@@ -120,11 +120,11 @@ __device__ void softmax_stats(const T* xr, const NCP& v, acc_t<T> inv_t, int64_t
     m = cuda::warp_max(m);
   }
   const A mx = m.result();
-  A s = A(0);
+  sum_t s = 0;
   if (active) {
     for (int64_t p = first; p < v.P; p += step) s += spatial_softmax2d::exp_acc(A(xr[p * v.stride_p]) * inv_t - mx);
   }
-  s_out = kTile ? column_sum(s) : cuda::warp_sum(s);
+  s_out = A(kTile ? column_sum(s) : cuda::warp_sum(s));
   m_out = mx;
 }
 
@@ -161,13 +161,13 @@ __global__ void softmax_backward(const T* __restrict__ g, NCP gv, const T* __res
   const T* xr = x + offset(v, row);
   const T* gr = g + offset(gv, row);
   const A m = row_max[row], inv_s = A(1) / row_sum[row];
-  A dot = A(0);
+  sum_t partial = 0;
   if (active) {
     for (int64_t p = first; p < v.P; p += step) {
-      dot += A(gr[p * gv.stride_p]) * spatial_softmax2d::exp_acc(A(xr[p * v.stride_p]) * inv_t - m) * inv_s;
+      partial += A(gr[p * gv.stride_p]) * spatial_softmax2d::exp_acc(A(xr[p * v.stride_p]) * inv_t - m) * inv_s;
     }
   }
-  dot = kTile ? column_sum(dot) : cuda::warp_sum(dot);
+  const A dot = A(kTile ? column_sum(partial) : cuda::warp_sum(partial));
   if (!active) return;
   T* grow = gx + offset(o, row);
   for (int64_t p = first; p < v.P; p += step) {
@@ -205,11 +205,11 @@ __global__ void soft_argmax_forward(const T* __restrict__ x, NCP v, Grid2d grid,
     acc = warp_merge(acc);
   }
   if (active && leader) {
-    const A s = acc.sum();
-    out[2 * row] = acc.sx / s;
-    out[2 * row + 1] = acc.sy / s;
+    const sum_t s = acc.sum();
+    out[2 * row] = A(acc.sx / s);
+    out[2 * row + 1] = A(acc.sy / s);
     row_max[row] = acc.m;
-    row_sum[row] = s;
+    row_sum[row] = A(s);
   }
 }
 

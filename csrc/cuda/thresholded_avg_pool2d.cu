@@ -33,7 +33,7 @@ __global__ void forward_rows(const T* __restrict__ x, NCP v, double tau, T* out,
   for (int64_t p = lane; p < v.P; p += kWarp) m.add(A(xr[p * v.stride_p]));
   const T t = thresholded_avg_pool2d::threshold<T>(cuda::warp_max(m).result(), tau);
   const A tt = A(t);
-  A sum = A(0);
+  sum_t sum = 0;
   int32_t count = 0;
   for (int64_t p = lane; p < v.P; p += kWarp) {
     const A val = A(xr[p * v.stride_p]);
@@ -53,6 +53,7 @@ template <class T>
 __global__ void forward_channel_tiles(const T* __restrict__ x, NCP v, double tau, T* out, T* thr, int32_t* cnt) {
   using A = acc_t<T>;
   __shared__ A s_val[kTileP][kTileC];
+  __shared__ sum_t s_sum[kTileP][kTileC];
   __shared__ int32_t s_int[kTileP][kTileC];
   const int64_t tiles = cuda::ceil_div(v.C, kTileC);
   const int64_t n = blockIdx.x / tiles;
@@ -75,7 +76,7 @@ __global__ void forward_channel_tiles(const T* __restrict__ x, NCP v, double tau
 
   const T t = thresholded_avg_pool2d::threshold<T>(column.result(), tau);
   const A tt = A(t);
-  A sum = A(0);
+  sum_t sum = 0;
   int32_t count = 0;
   if (active) {
     for (int64_t p = threadIdx.y; p < v.P; p += kTileP) {
@@ -84,12 +85,12 @@ __global__ void forward_channel_tiles(const T* __restrict__ x, NCP v, double tau
       count += thresholded_avg_pool2d::counted(val, tt);
     }
   }
-  s_val[threadIdx.y][threadIdx.x] = sum;
+  s_sum[threadIdx.y][threadIdx.x] = sum;
   s_int[threadIdx.y][threadIdx.x] = count;
   __syncthreads();
   if (threadIdx.y == 0 && active) {
     for (int i = 1; i < kTileP; ++i) {
-      sum += s_val[i][threadIdx.x];
+      sum += s_sum[i][threadIdx.x];
       count += s_int[i][threadIdx.x];
     }
     const int64_t r = n * v.C + c;

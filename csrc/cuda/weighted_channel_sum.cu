@@ -4,7 +4,8 @@
 // weights_kernel (weighted methods, ChannelTile): a block per image and tile of channels sums each
 // channel's map and writes its weight. map_kernel (PixelTile): a block per image and tile of
 // pixels; each thread sums its share of the channels, the tile adds the shares (a blocked sum)
-// and writes the ReLU. Sums are in acc_t (float for float, half and bfloat16).
+// and writes the ReLU. Sums are in double (sum_t), each thread's share and the tile's; the
+// weights are stored in acc_t (float for float, half and bfloat16).
 #include <string>
 
 #include <torch/csrc/stable/library.h>
@@ -41,7 +42,7 @@ NCP over_images(const weighted_channel_sum::IO& io) {
 
 template <class T, Method M, bool kChannelsInner, class A = acc_t<T>>
 __global__ void __launch_bounds__(cuda::kLanes * cuda::kGroups)
-weights_kernel(const T* __restrict__ act, const T* __restrict__ grad, Images im, A eps, A* __restrict__ w) {
+weights_kernel(const T* __restrict__ act, const T* __restrict__ grad, Images im, sum_t eps, A* __restrict__ w) {
   const NCP &a = im.a, &g = im.g;
   const ChannelTile<kChannelsInner> tile(a.C);
   const bool active = tile.c < a.C;
@@ -49,13 +50,13 @@ weights_kernel(const T* __restrict__ act, const T* __restrict__ grad, Images im,
   const T* gk = grad + im.grad_offset(tile.n) + tile.c * g.stride_c;
   A s = A(0);  // the channel's sum of A, for Grad-CAM++'s alphas
   if constexpr (weighted_channel_sum::needs_s(M)) {
-    A partial = A(0);
+    sum_t partial = 0;
     if (active) {
       for (int64_t p = tile.p_first; p < a.P; p += tile.kStep) partial += A(ak[p * a.stride_p]);
     }
-    s = tile.pixel_sum(partial);
+    s = A(tile.pixel_sum(partial));
   }
-  A num = A(0), den = A(0);
+  sum_t num = 0, den = 0;
   if (active) {
     for (int64_t p = tile.p_first; p < a.P; p += tile.kStep) {
       const A gv = A(gk[p * g.stride_p]);
@@ -66,7 +67,7 @@ weights_kernel(const T* __restrict__ act, const T* __restrict__ grad, Images im,
   }
   num = tile.pixel_sum(num);
   if constexpr (weighted_channel_sum::needs_den(M)) den = tile.pixel_sum(den);
-  if (active && tile.p_first == 0) w[tile.n * a.C + tile.c] = weighted_channel_sum::weight<M>(num, den, a.P, eps);
+  if (active && tile.p_first == 0) w[tile.n * a.C + tile.c] = A(weighted_channel_sum::weight<M>(num, den, a.P, eps));
 }
 
 template <class T, Method M, bool kChannelsInner, class A = acc_t<T>>
@@ -76,7 +77,7 @@ map_kernel(const T* __restrict__ act, const T* __restrict__ grad, Images im, con
   const NCP &a = im.a, &g = im.g;
   const PixelTile<kChannelsInner> tile(a.P);
   const bool active = tile.p < a.P;
-  A partial = A(0);
+  sum_t partial = 0;
   if (active) {
     const T* ap = act + im.act_offset(tile.n) + tile.p * a.stride_p;
     if constexpr (weighted_channel_sum::weighted(M)) {
@@ -89,7 +90,7 @@ map_kernel(const T* __restrict__ act, const T* __restrict__ grad, Images im, con
       }
     }
   }
-  const A sum = tile.channel_sum(partial);
+  const sum_t sum = tile.channel_sum(partial);
   if (active && tile.c_first == 0) out[tile.n * a.P + tile.p] = T(weighted_channel_sum::relu(sum));
 }
 
@@ -107,7 +108,7 @@ void launch(const weighted_channel_sum::IO& io, double eps, cudaStream_t stream)
     w_ptr = w.const_data_ptr<A>();
     if (images.C > 0) {
       weights_kernel<T, M, kChannelsInner><<<ChannelTile<kChannelsInner>::grid(images), cuda::kTileBlock, 0, stream>>>(
-          act, grad, im, A(eps), w.mutable_data_ptr<A>());
+          act, grad, im, eps, w.mutable_data_ptr<A>());
     }
   }
   map_kernel<T, M, kChannelsInner><<<PixelTile<kChannelsInner>::grid(images), cuda::kTileBlock, 0, stream>>>(

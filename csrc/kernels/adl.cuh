@@ -11,9 +11,7 @@
 
 namespace camfast::adl {
 
-template <class T> CAMFAST_HD T channel_mean(acc_t<T> sum, int64_t channels) {
-  return T(sum / acc_t<T>(channels));
-}
+template <class T> CAMFAST_HD T channel_mean(sum_t sum, int64_t channels) { return T(sum / sum_t(channels)); }
 
 template <class T> CAMFAST_HD T importance(T a) { return T(sigmoid(acc_t<T>(a))); }
 

@@ -35,17 +35,17 @@ CAMFAST_HD double exp_acc(double v) { return exp(v); }
 template <class A> CAMFAST_HD bool finite_max(A m) { return m > lowest<A>() && m < -lowest<A>(); }
 
 // Online accumulation of (m, s, sx, sy) for kernels that see each element once: one exp per
-// element. A new maximum rescales the sums by exp(old - new); otherwise the element adds
+// element; the sums in double (sum_t), the exps and the max in A. A new maximum rescales the sums by exp(old - new); otherwise the element adds
 // exp(z - m). A -inf element tying the initial -inf maximum adds 1, which a finite maximum later
 // rescales by exp(-inf) = 0. NaN never becomes the maximum but makes the sums NaN.
 template <class A> struct OnlineSums {
   A m = lowest<A>();
-  A s = A(0), sx = A(0), sy = A(0);
+  sum_t s = 0, sx = 0, sy = 0;
 
   CAMFAST_HD void add(A z, A cx, A cy) {
     if (z > m) {
       const A d = exp_acc(m - z);
-      s = s * d + A(1);
+      s = s * d + 1;
       sx = sx * d + cx;
       sy = sy * d + cy;
       m = z;
@@ -66,7 +66,7 @@ template <class A> struct OnlineSums {
     m = top;
   }
   // The row's sum of exp, NaN where torch.softmax gives NaN (see finite_max).
-  CAMFAST_HD A sum() const { return finite_max(m) ? s : quiet_nan<A>(); }
+  CAMFAST_HD sum_t sum() const { return finite_max(m) ? s : quiet_nan<sum_t>(); }
 };
 
 }  // namespace camfast::spatial_softmax2d

@@ -44,7 +44,7 @@ inline IO prepare(const Tensor& act, Tensor image) {
                   act.stride(0), act.stride(1), act.stride(2), act.stride(3)};
   const int64_t C = image.size(1), H = image.size(2), W = image.size(3);
   return {act, a, image, ncp_view(image), H, W,
-          advise_huge_pages(torch::stable::new_empty(act, {a.N, a.K, C, H, W})),
+          empty_output(act, {a.N, a.K, C, H, W}, act.scalar_type()),
           torch::stable::new_empty(act, {a.N, a.K}, ScalarType::Bool)};
 }
 
