@@ -42,7 +42,7 @@ template <class T> void forward(const attention_branch_mix::ForwardIO& io) {
       const auto features = cpu::plane<U>(features_ptr, v, n);
       const auto out = cpu::plane<U>(out_ptr, o, n);
       cpu::for_each_in_block<U>(v, p0, p1, [&](int64_t c, int64_t p) {
-        out(c, p) = T(gain[p - p0 + 1] * A(features(c, p)));
+        out(c, p) = T(gain[p - p0] * A(features(c, p)));
       });
     });
   });
