@@ -276,12 +276,16 @@ def main(argv=None) -> int:
                                          num_workers=args.workers, collate_fn=WSOLDataset.collate)
     progress = Progress(len(loader), rank == 0 and not args.no_progress)
     rows, examples = [], []
-    for index, images, labels, where in loader:
-        batch_rows, scoremaps = evaluate_batch(metrics, model, explainer, images.to(device), labels.to(device), where)
-        for i, row in zip(index.tolist(), batch_rows):
-            rows.append({"index": i, "image_id": meta.image_ids[i], **row})
-        examples += list(zip(index.tolist(), images, scoremaps, where))[:EXAMPLES - len(examples)]
-        progress.step()
+    try:
+        for index, images, labels, where in loader:
+            batch_rows, scoremaps = evaluate_batch(metrics, model, explainer, images.to(device), labels.to(device),
+                                                   where)
+            for i, row in zip(index.tolist(), batch_rows):
+                rows.append({"index": i, "image_id": meta.image_ids[i], **row})
+            examples += list(zip(index.tolist(), images, scoremaps, where))[:EXAMPLES - len(examples)]
+            progress.step()
+    except MetadataError as exc:  # a file that exists but does not decode
+        raise SystemExit(str(exc)) from None
     summary = report(metrics, args)  # syncs across processes
     if distributed:
         gathered = [None] * world

@@ -156,6 +156,23 @@ def test_bad_metadata_names_file_and_line_and_writes_nothing(tmp_path, monkeypat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("case", ["missing mask", "unreadable image"])
+def test_bad_files_name_the_file_and_write_nothing(tmp_path, monkeypatch, case):
+    from camfast.evaluate import main
+
+    write_dataset(tmp_path, n=4, masks=True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    if case == "missing mask":
+        (tmp_path / "masks" / "002.png").unlink()
+        message = r"masks/002\.png: mask file not found \(image id 'birds/002\.png'"
+    else:
+        (tmp_path / "images" / "birds" / "003.png").write_bytes(b"not a png")
+        message = r"birds/003\.png: not a readable image"
+    with pytest.raises(SystemExit, match=message):
+        main(arguments(tmp_path, tmp_path / "out", "pxap", masks=tmp_path / "masks"))
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("flag,value,message", [
     ("model", "no_such_module:tiny", r"--model: cannot import 'no_such_module'"),
     ("model", "mymodels", r"--model must be MODULE:FUNCTION"),

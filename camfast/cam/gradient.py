@@ -6,8 +6,8 @@ Each gradient method is one reduction of the activation A and its gradient g, wr
 fusion, the output) is shared in `_GradientCAM`. The reductions of Grad-CAM++, HiResCAM,
 Grad-CAM element-wise and LayerCAM are the fused op `camfast.weighted_channel_sum`, which makes no
 temporary of A's size. Grad-CAM and XGrad-CAM keep their two-step eager form (per-channel weights,
-then one matrix product): the op computes them exactly too, but measured 0.5-0.95x that form on
-the CPU (benchmarks/NOTES.md).
+then one matrix product): the op computes them exactly too, but measured 0.5-0.6x (Grad-CAM) and
+0.7-1.2x (XGrad-CAM) that form on one CPU thread (benchmarks/NOTES.md).
 """
 
 from __future__ import annotations

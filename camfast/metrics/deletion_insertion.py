@@ -74,11 +74,10 @@ def rise_blur(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, kernel.expand(c, 1, size, size), padding=size // 2, groups=c)
 
 
-def _baselines(x: torch.Tensor, preset: str, baseline) -> tuple[torch.Tensor, torch.Tensor]:
-    """(deletion baseline, insertion baseline), each [N, C, H, W]."""
+def _baselines(x: torch.Tensor, preset: str, baseline) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(deletion baseline, insertion baseline), each [N, C, H, W] or None for zeros."""
     if baseline is None:
-        zeros = torch.zeros_like(x)
-        return (zeros, rise_blur(x)) if preset == "rise" else (zeros, zeros)
+        return (None, rise_blur(x)) if preset == "rise" else (None, None)
     made = baseline(x) if callable(baseline) else baseline
     if not isinstance(made, torch.Tensor):
         raise TypeError(f"baseline must be None, a tensor or a callable returning one, got {type(made).__name__}")
@@ -143,8 +142,8 @@ def deletion_insertion(model, x, cams, targets=None, *, preset: str = "rise", st
         classes = class_indices(table, original)  # [N, T]
         order = cams.reshape(n * t, pixels).argsort(dim=1, descending=True, stable=True)
         ranks = torch.empty_like(order).scatter_(1, order, torch.arange(pixels, device=x.device).expand_as(order))
-        deletion, insertion = _curves(model, score, x, removed, inserted, ranks, classes.reshape(-1), counts,
-                                      batch_size)
+        deletion, insertion = _curves(model, score, x, removed, inserted, ranks // counts[1],
+                                      len(counts) - 1, classes.reshape(-1), batch_size)
     s = original.gather(1, classes).reshape(-1, 1)
     deletion = torch.cat([s, deletion], 1).view(n, t, len(counts))
     insertion = torch.cat([insertion, s], 1).view(n, t, len(counts))
@@ -159,33 +158,41 @@ def deletion_insertion(model, x, cams, targets=None, *, preset: str = "rise", st
                                    fractions)
 
 
-def _curves(model, score, x, removed, inserted, ranks, classes, counts, batch_size):
-    """Deletion points 1..K and insertion points 0..K-1 of every (image, class) row of `ranks`.
+def _curves(model, score, x, removed, inserted, point, k, classes, batch_size):
+    """Deletion points 1..K and insertion points 0..K-1 of every (image, class) row of `point`.
 
-    A job is (row, curve, count): curve 0 replaces the first `count` pixels of the ranking by the
-    deletion baseline, curve 1 keeps only them from x, over the insertion baseline. Where both
-    baselines are the same tensor, insertion's point 0 (no pixel of x) is deletion's point K and
-    is scored once, as torchcam does.
+    point [R, P]: the curve point at which each pixel is perturbed (its rank // step), so the first c_k
+    pixels of the ranking are those with point < k. A job is (row, curve, k): curve 0 replaces
+    those pixels by the deletion baseline, curve 1 keeps only them from x, over the insertion
+    baseline (None: zeros). Where both baselines are the same, insertion's point 0 (no pixel of x)
+    is deletion's point K and is scored once, as torchcam does.
     """
-    rows, k = len(ranks), len(counts) - 1
+    rows = len(point)
+    point = point.to(torch.uint8 if k < 256 else torch.int32)  # 1 byte a pixel to gather per job
     shared = removed is inserted
-    count = torch.tensor(counts, device=x.device)
     first_insertion = 1 if shared else 0
-    level = torch.cat([count[1:], count[first_insertion:k]])
+    level = torch.cat([torch.arange(1, k + 1), torch.arange(first_insertion, k)]).to(x.device, point.dtype)
     curve = torch.cat([torch.zeros(k, dtype=torch.bool), torch.ones(k - first_insertion, dtype=torch.bool)])
     jobs = len(level)
     job_row = torch.arange(rows, device=x.device).repeat_interleave(jobs)
     job_inserts = curve.to(x.device).repeat(rows)
     job_level = level.repeat(rows)
     job_image = job_row // max(rows // max(len(x), 1), 1)  # rows are (image, class) pairs
-    flat_x, flat_removed, flat_inserted = (t.flatten(2) for t in (x, removed, inserted))
+    flat_x = x.flatten(2)
+
+    def pick(baseline, image):  # the jobs' baselines [B, C, P], or a zero that broadcasts
+        return baseline.flatten(2).index_select(0, image) if baseline is not None else x.new_zeros(())
 
     def build(part):
-        image, inserts = job_image[part], job_inserts[part, None, None]
-        top = (ranks[job_row[part]] < job_level[part, None])[:, None]  # [B, 1, P]: the first `count` pixels
-        keep_x = torch.where(inserts, top, ~top)
-        fill = torch.where(inserts, flat_inserted[image], flat_removed[image])
-        return torch.where(keep_x, flat_x[image], fill).view(-1, *x.shape[1:])
+        image, inserts = job_image[part], job_inserts[part, None]
+        # The baseline replaces x at the first c_k pixels for deletion and at the others for insertion.
+        replaced = ((point[job_row[part]] < job_level[part, None]) != inserts)[:, None]  # [B, 1, P]
+        out = flat_x.index_select(0, image)
+        if shared and removed is None:  # zero baselines: two passes over the chunk, not five
+            return out.masked_fill_(replaced, 0).view(-1, *x.shape[1:])
+        fill = pick(removed, image) if shared else torch.where(inserts[..., None], pick(inserted, image),
+                                                               pick(removed, image))
+        return torch.where(replaced, fill, out).view(-1, *x.shape[1:])
 
     scores = score_jobs(model, score, build, classes[job_row], batch_size).view(rows, jobs)
     deletion, insertion = scores[:, :k], scores[:, k:]

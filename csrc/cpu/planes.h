@@ -65,10 +65,10 @@ template <class Term, class S> constexpr int64_t chain(int64_t n) {
   return std::is_same_v<Term, S> ? std::max<int64_t>(n, 1) : kSumChain;
 }
 
-// sum[i] = sum_c term(c, p0 + i) for the pixels [p0, p1) of one sample. term may also write
+// sum[i] += sum_c term(c, p0 + i) for the pixels [p0, p1) of one sample. term may also write
 // the element (c, p) of an output: the sweep then does both while each value is in a register.
 template <Unit U, class S, class F>
-void channel_sums(const NCP& v, int64_t p0, int64_t p1, S* sum, const F& term) {
+void add_channel_sums(const NCP& v, int64_t p0, int64_t p1, S* sum, const F& term) {
   using Term = TermOf<F>;
   if (channels_innermost<U>(v)) {
     for (int64_t p = p0; p < p1; ++p) {
@@ -80,7 +80,7 @@ void channel_sums(const NCP& v, int64_t p0, int64_t p1, S* sum, const F& term) {
         for (int64_t c = c0; c < c1; ++c) part += term(c, p);
         total += part;
       }
-      sum[p - p0] = total;
+      sum[p - p0] += total;
     }
     return;
   }
@@ -88,7 +88,6 @@ void channel_sums(const NCP& v, int64_t p0, int64_t p1, S* sum, const F& term) {
   const int64_t len = p1 - p0, block = chain<Term, S>(v.C);
   std::vector<Term> row(len);
   Term* part = row.data();
-  std::fill(sum, sum + len, S(0));
   for (int64_t c0 = 0; c0 < v.C; c0 += block) {
     std::fill(part, part + len, Term(0));
     for (int64_t c = c0; c < std::min(v.C, c0 + block); ++c) {
@@ -98,6 +97,13 @@ void channel_sums(const NCP& v, int64_t p0, int64_t p1, S* sum, const F& term) {
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) sum[i] += part[i];
   }
+}
+
+// sum[i] = sum_c term(c, p0 + i), as add_channel_sums.
+template <Unit U, class S, class F>
+void channel_sums(const NCP& v, int64_t p0, int64_t p1, S* sum, const F& term) {
+  std::fill(sum, sum + (p1 - p0), S(0));
+  add_channel_sums<U>(v, p0, p1, sum, term);
 }
 
 // sum[c] += sum_p term(c, p) over the pixels [p0, p1) of one sample, for every channel c; term

@@ -8,6 +8,11 @@
 // preconditioner is one symmetric V-cycle of aggregation multigrid (2 x 2 blocks, Galerkin coarse
 // operators, one damped Jacobi sweep before and after each scaled coarse correction). Every image's
 // hierarchy is built once and serves its C channels; images are solved in parallel, in float64.
+//
+// Every field vanishes outside the pixels with a positive diagonal (the imputed pixels and the
+// coarse blocks holding them), and stays so: each level keeps, per row, the span from its first
+// to its last such pixel, and every sweep and vector update runs over those spans only. On CAM
+// masks the spans hold about 56% of the pixels (ROAD's percentiles impute 10-90% of an image).
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -46,6 +51,8 @@ struct Level {
   // only the mask (1 byte a pixel instead of 64 for eight coefficient planes) and relies on the
   // fields it is applied to vanishing outside the imputed pixels, as every CG and V-cycle field does.
   std::vector<uint8_t> imputed;
+  std::vector<int64_t> span_begin, span_end;  // per row: field indices of the first and past the last
+                                              // pixel with a positive diagonal (equal when none)
 
   Level(int64_t h_, int64_t w_) : h(h_), w(w_), stride(w_ + 2) {
     const size_t n = size_t((h + 2) * stride);
@@ -60,6 +67,23 @@ struct Level {
   int64_t offset(int k) const { return kDy[k] * stride + kDx[k]; }
   void finish() {
     for (size_t i = 0; i < diag.size(); ++i) inv_diag[i] = diag[i] > 0 ? 1.0 / diag[i] : 0.0;
+    span_begin.assign(size_t(h), 0);
+    span_end.assign(size_t(h), 0);
+    for (int64_t y = 0; y < h; ++y) {
+      int64_t first = at(y, w), last = at(y, 0) - 1;
+      for (int64_t i = at(y, 0); i < at(y, w); ++i) {
+        if (diag[i] > 0) {
+          first = std::min(first, i);
+          last = i;
+        }
+      }
+      span_begin[size_t(y)] = first;
+      span_end[size_t(y)] = std::max(first, last + 1);
+    }
+  }
+  // f(begin, end) for each row's span.
+  template <class F> void for_spans(F f) const {
+    for (int64_t y = 0; y < h; ++y) f(span_begin[size_t(y)], span_end[size_t(y)]);
   }
 
   // out = A x, or out = minus_from - A x.
@@ -73,9 +97,8 @@ struct Level {
     const double* d = diag.data();
     const int64_t s = stride;
     for (int64_t y = 0; y < h; ++y) {
-      const int64_t row = at(y, 0);
 #pragma omp simd
-      for (int64_t i = row; i < row + w; ++i) {
+      for (int64_t i = span_begin[size_t(y)]; i < span_end[size_t(y)]; ++i) {
         const double a = d[i] * x[i] - (c0[i] * x[i - s - 1] + c1[i] * x[i - s] + c2[i] * x[i - s + 1] +
                                         c3[i] * x[i - 1] + c4[i] * x[i + 1] + c5[i] * x[i + s - 1] +
                                         c6[i] * x[i + s] + c7[i] * x[i + s + 1]);
@@ -90,9 +113,8 @@ struct Level {
     const int64_t s = stride;
     constexpr double kEdge = 1.0 / 6, kCorner = 1.0 / 12;
     for (int64_t y = 0; y < h; ++y) {
-      const int64_t row = at(y, 0);
 #pragma omp simd
-      for (int64_t i = row; i < row + w; ++i) {
+      for (int64_t i = span_begin[size_t(y)]; i < span_end[size_t(y)]; ++i) {
         const double edges = x[i - s] + x[i - 1] + x[i + 1] + x[i + s];
         const double corners = x[i - s - 1] + x[i - s + 1] + x[i + s - 1] + x[i + s + 1];
         const double a = double(m[i]) * (d[i] * x[i] - kEdge * edges - kCorner * corners);
@@ -167,27 +189,42 @@ struct Hierarchy {
       for (size_t i = 0; i < n; ++i) z[i] = r[i] * L.inv_diag[i];
       return;
     }
-    for (size_t i = 0; i < n; ++i) z[i] = kDamping * r[i] * L.inv_diag[i];
+    const double* inv = L.inv_diag.data();
+    L.for_spans([&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) z[i] = kDamping * r[i] * inv[i];
+    });
     L.residual(z, L.t.data(), r);  // t = r - A z
     Level& C = levels[l + 1];
     std::fill(C.r.begin(), C.r.end(), 0.0);
     for (int64_t y = 0; y < L.h; ++y)
-      for (int64_t x = 0; x < L.w; ++x) C.r[C.at(y / 2, x / 2)] += L.t[L.at(y, x)];
+      for (int64_t i = L.span_begin[size_t(y)]; i < L.span_end[size_t(y)]; ++i) {
+        const int64_t x = i - L.at(y, 0);
+        C.r[C.at(y / 2, x / 2)] += L.t[i];
+      }
     vcycle(l + 1, C.r.data(), C.z.data());
     for (int64_t y = 0; y < L.h; ++y)
-      for (int64_t x = 0; x < L.w; ++x) {
-        const int64_t i = L.at(y, x);
+      for (int64_t i = L.span_begin[size_t(y)]; i < L.span_end[size_t(y)]; ++i) {
+        const int64_t x = i - L.at(y, 0);
         if (L.diag[i] > 0) z[i] += kCoarseScale * C.z[C.at(y / 2, x / 2)];
       }
     L.residual(z, L.t.data(), r);
-    for (size_t i = 0; i < n; ++i) z[i] += kDamping * L.t[i] * L.inv_diag[i];
+    const double* t = L.t.data();
+    L.for_spans([&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) z[i] += kDamping * t[i] * inv[i];
+    });
   }
 };
 
-double dot(const std::vector<double>& a, const std::vector<double>& b) {
+// sum a_i b_i over the level's spans (both fields vanish elsewhere).
+double dot(const Level& L, const std::vector<double>& a, const std::vector<double>& b) {
+  const double *pa = a.data(), *pb = b.data();
   double s = 0;
+  L.for_spans([&](int64_t begin, int64_t end) {
 #pragma omp simd reduction(+ : s)
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+    for (int64_t i = begin; i < end; ++i) s += pa[i] * pb[i];
+  });
   return s;
 }
 
@@ -211,26 +248,33 @@ void solve_channel(Hierarchy& mg, const bool* unknown, const double* g, double* 
   r = b;
   mg.vcycle(0, r.data(), z.data());
   p = z;
-  double rz = dot(r, z);
-  const double limit = rtol * std::sqrt(dot(b, b));
-  double rr = dot(r, r);
+  double rz = dot(A, r, z);
+  const double limit = rtol * std::sqrt(dot(A, b, b));
+  double rr = dot(A, r, r);
+  double *px = x.data(), *pr = r.data(), *pp = p.data(), *pz = z.data();
+  const double* pap_field = ap.data();
   for (int64_t it = 0; it < max_iter && std::sqrt(rr) > limit; ++it) {
-    A.apply(p.data(), ap.data());
-    const double pap = dot(p, ap);
+    A.apply(pp, ap.data());
+    const double pap = dot(A, p, ap);
     if (!(pap > 0)) break;
     const double alpha = rz / pap;
     rr = 0;
+    A.for_spans([&](int64_t begin, int64_t end) {
 #pragma omp simd reduction(+ : rr)
-    for (size_t i = 0; i < n; ++i) {
-      x[i] += alpha * p[i];
-      r[i] -= alpha * ap[i];
-      rr += r[i] * r[i];
-    }
-    mg.vcycle(0, r.data(), z.data());
-    const double rz_next = dot(r, z);
+      for (int64_t i = begin; i < end; ++i) {
+        px[i] += alpha * pp[i];
+        pr[i] -= alpha * pap_field[i];
+        rr += pr[i] * pr[i];
+      }
+    });
+    mg.vcycle(0, pr, pz);
+    const double rz_next = dot(A, r, z);
     const double beta = rz > 0 ? rz_next / rz : 0.0;
     rz = rz_next;
-    for (size_t i = 0; i < n; ++i) p[i] = z[i] + beta * p[i];
+    A.for_spans([&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) pp[i] = pz[i] + beta * pp[i];
+    });
   }
   for (int64_t y = 0; y < H; ++y)
     for (int64_t xx = 0; xx < W; ++xx) out[y * W + xx] = unknown[y * W + xx] ? x[A.at(y, xx)] : g[y * W + xx];

@@ -4,8 +4,10 @@
 // weight, one task per image. Then every method: per sample and block of pixels, the channel
 // sums of every class and the ReLU. A channel's map (P values) stays in L1 between the passes of
 // the first step, and a block of A in cache across the classes of the second. Compiled for the
-// baseline only: AVX-512 clones of these loops (CAMFAST_SIMD_CLONES) measured up to 3x slower on
-// this 2-core AVX-512 Xeon for the weighted methods and channels_last (benchmarks/NOTES.md).
+// baseline only: AVX2 or AVX-512 clones of these loops (CAMFAST_SIMD_CLONES) measured 2-10x
+// slower, as GCC does not inline the term lambdas and planes.h helpers into a clone of another
+// target (a call per element); the whole file built for AVX2 was 1.1-1.8x faster
+// (benchmarks/NOTES.md, "Float terms, double totals").
 #include <algorithm>
 #include <string>
 #include <type_traits>
@@ -83,10 +85,11 @@ void image_weights(const weighted_channel_sum::IO& io, int64_t i, sum_t eps, Wei
 }
 
 // out[t, n, p] for every class t and the pixels [p0, p1) of sample n: per block of channels, the
-// channel sums of each class (the block of A stays in cache across the classes), then the ReLU.
+// channel sums of each class added into its row of sum (the block of A stays in cache across the
+// classes), then the ReLU.
 template <Method M, class T, Unit U>
 void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_t p1, const exact_t<T>* w,
-               sum_t* part, sum_t* sum) {
+               sum_t* sum) {
   const int64_t len = p1 - p0, N = io.a.N, C = io.a.C;
   std::fill(sum, sum + io.T * len, sum_t(0));
   for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
@@ -97,16 +100,15 @@ void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_
       const int64_t i = t * N + n;
       if constexpr (weighted_channel_sum::weighted(M)) {
         const exact_t<T>* wi = w + i * C + c0;
-        cpu::channel_sums<U>(block, p0, p1, part, [&](int64_t c, int64_t p) { return wi[c] * exact_t<T>(widen(a(c, p))); });
+        cpu::add_channel_sums<U>(block, p0, p1, sum + t * len, [&](int64_t c, int64_t p) {
+          return wi[c] * exact_t<T>(widen(a(c, p)));
+        });
       } else {
         const auto g = plane<T, U>(io.grad.const_data_ptr<T>() + io.grad_offset(i) + c0 * io.g.stride_c, io.g);
-        cpu::channel_sums<U>(block, p0, p1, part, [&](int64_t c, int64_t p) {
+        cpu::add_channel_sums<U>(block, p0, p1, sum + t * len, [&](int64_t c, int64_t p) {
           return weighted_channel_sum::term<M>(widen(g(c, p)), widen(a(c, p)));
         });
       }
-      sum_t* st = sum + t * len;
-#pragma omp simd
-      for (int64_t k = 0; k < len; ++k) st[k] += part[k];
     }
   }
   T* out = io.out.mutable_data_ptr<T>();
@@ -139,8 +141,8 @@ template <class T> struct Kernel {
 
   template <Method M, Unit U> void maps(const std::vector<exact_t<T>>& w) const {
     cpu::parallel_pixel_blocks(io.a, cpu::pixels_per_block(io.a, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
-      std::vector<sum_t> part(p1 - p0), sum(io.T * (p1 - p0));
-      map_block<M, T, U>(io, n, p0, p1, w.data(), part.data(), sum.data());
+      std::vector<sum_t> sum(io.T * (p1 - p0));
+      map_block<M, T, U>(io, n, p0, p1, w.data(), sum.data());
     });
   }
 
