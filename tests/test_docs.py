@@ -79,3 +79,15 @@ def test_markdown_python_blocks_run(page, tmp_path, monkeypatch):
     with contextlib.redirect_stdout(io.StringIO()):
         for i, block in enumerate(blocks):
             exec(compile(block, f"{page.name}, python block {i + 1}", "exec"), namespace)
+
+
+@pytest.mark.skipif(not (ROOT / "benchmarks").is_dir(), reason="tests run outside the source tree")
+@pytest.mark.parametrize("page", ["README.md", "docs/benchmarks.md"])
+def test_published_tables_are_the_ones_the_committed_csvs_give(page):
+    """The tables between the benchmark-table markers are `make bench-publish`'s, from benchmarks/data/."""
+    from benchmarks import results
+
+    table = results.headline_table if page == "README.md" else results.markdown_table
+    text = (ROOT / page).read_text()
+    committed = text[text.index(results.BEGIN) + len(results.BEGIN):text.index(results.END)]
+    assert committed == "\n" + results._section(table) + "\n", f"{page}: run `make bench-publish`"

@@ -1,7 +1,10 @@
 """The raw map of the gradient CAM methods, the executable specification.
 
 Per layer, with A = act [N, K, h, w] and g = d score / dA (one class: [N, K, h, w]; T classes:
-[T, N, K, h, w]), written as the methods' sources compute them (research notes, explainers.md 2.1-2.4).
+[T, N, K, h, w]), written as the methods' sources compute them:
+grad-cam 1.5.7's `grad_cam.py`, `grad_cam_plusplus.py`, `hirescam.py:16-31`,
+`grad_cam_elementwise.py:23-28`, `xgrad_cam.py:18-32` and `layer_cam.py:21-34`, and torchcam 0.5.0's
+`methods/gradient.py`.
 """
 
 from __future__ import annotations

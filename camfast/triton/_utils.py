@@ -30,6 +30,26 @@ def tile_sum(v, axis: tl.constexpr):
     """The sum of a tile along axis, in float64 (see the module docstring)."""
     return tl.sum(v.to(tl.float64), axis=axis)
 
+
+@triton.jit
+def round_to(x, dtype: tl.constexpr):
+    """x rounded to dtype to nearest, ties to even, as torch and a GPU's conversion round.
+
+    The interpreter's float32 -> bfloat16 conversion truncates instead, and gets subnormals wrong
+    (triton 3.6, runtime/interpreter.py: cast_impl passes no rounding mode to _convert_float).
+    That puts a map or a threshold one unit below torch's and moves pixels across a threshold
+    test, so bfloat16 is built here from the bits of the float32: its upper half, rounded by
+    adding half a unit (ties to the even one); NaN stays NaN.
+    """
+    if dtype == tl.bfloat16:
+        bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+        upper = tl.where(x != x, (bits >> 16) | 0x40, (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16)
+        y = upper.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        y = x.to(dtype)
+    return y
+
+
 # Elements one program holds per tile: 16-32 values per thread at 4 warps, no spills.
 TILE_ELEMENTS = 4096
 

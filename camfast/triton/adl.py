@@ -13,7 +13,7 @@ import triton.language as tl
 
 from .._layout import channels_inner, empty_nchw_like, ncp_strides, output_memory_format, with_mergeable_hw
 from .._registrations import check_adl, check_adl_backward, register_adl
-from ._utils import SUM, acc_dtype, pixel_tiles, row_tiles, tile_sum
+from ._utils import SUM, acc_dtype, pixel_tiles, round_to, row_tiles, tile_sum
 
 
 @triton.jit
@@ -45,8 +45,9 @@ def _channel_sums_kernel(x_ptr, y_ptr, drop_ptr, sel_ptr, shift_ptr, C, P,
         shift = tl.where(drop, 0.0, s * (1.0 - s) * (total / C).to(ACC))
         tl.store(shift_ptr + n * P + ps, shift, mask=p_ok)
     else:
-        # Rounded to the input dtype, as torch.mean and torch.sigmoid round.
-        a = (total / C).to(ACC).to(sel_ptr.dtype.element_ty)
+        # Rounded to the input dtype, as torch.mean and torch.sigmoid round (the drop mask
+        # compares a, so its rounding must be torch's: see round_to).
+        a = round_to((total / C).to(ACC), sel_ptr.dtype.element_ty)
         s = (1.0 / (1.0 + tl.exp(-a.to(ACC)))).to(sel_ptr.dtype.element_ty)
         tl.store(map_ptrs, tl.where(drop, a, s), mask=p_ok)
 
@@ -68,7 +69,7 @@ def _drop_mask_kernel(sel_ptr, drop_ptr, P, ratio: tl.float64, ACC: tl.constexpr
     top_all = tl.where(tl.max(has_nan, axis=0) > 0, float("nan"), tl.max(top, axis=0))
     # Rounded to the input dtype like torch's `amax * threshold`. (tl.full casts the float64
     # ratio to ACC; the interpreter passes it as a Python float.)
-    t = (top_all * tl.full([BLOCK_P], ratio, ACC)).to(sel_ptr.dtype.element_ty).to(ACC)
+    t = round_to(top_all * tl.full([BLOCK_P], ratio, ACC), sel_ptr.dtype.element_ty).to(ACC)
     for p0 in range(0, P, BLOCK_P):
         ps = p0 + tl.arange(0, BLOCK_P)
         ok = (ps < P) & drop

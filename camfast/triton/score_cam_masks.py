@@ -59,6 +59,12 @@ def _upsampled(m_ptr, stride_h, stride_w, ys, xs, h, w, H, W, scale_h, scale_w, 
 
 
 @triton.jit
+def _no_extrema(ACC: tl.constexpr):
+    """The start of a running _extrema: an empty range, no NaN seen."""
+    return tl.full([], float("inf"), ACC), tl.full([], float("-inf"), ACC), tl.zeros([], tl.int32)
+
+
+@triton.jit
 def _extrema(v, ok, lo, hi, has_nan):
     """Running NaN-propagating extrema: tl.min/tl.max drop NaN, so it is tracked beside them."""
     is_nan = (v != v) & ok
@@ -76,9 +82,7 @@ def _stats_kernel(act_ptr, stats_ptr, const_ptr, K, act_stride_n, act_stride_k, 
     m_ptr = act_ptr + (r // K) * act_stride_n + (r % K) * act_stride_k
     # (tl.full casts the float64 scales to ACC; the interpreter passes them as Python floats.)
     sh, sw = tl.full([], scale_h, ACC), tl.full([], scale_w, ACC)
-    lo = tl.full([], float("inf"), ACC)
-    hi = tl.full([], float("-inf"), ACC)
-    has_nan = tl.zeros([], tl.int32)
+    lo, hi, has_nan = _no_extrema(ACC)
     for p0 in range(0, h * w, SOURCE_BLOCK):
         ps = p0 + tl.arange(0, SOURCE_BLOCK)
         ok = ps < h * w
@@ -95,9 +99,7 @@ def _stats_kernel(act_ptr, stats_ptr, const_ptr, K, act_stride_n, act_stride_k, 
         src_lo = tl.where(constant, zero, lo)
         src_span = tl.where(constant, one, hi - lo)
     elif not constant:
-        lo = tl.full([], float("inf"), ACC)
-        hi = tl.full([], float("-inf"), ACC)
-        has_nan = tl.zeros([], tl.int32)
+        lo, hi, has_nan = _no_extrema(ACC)
         for p0 in range(0, H * W, BLOCK):
             ps = p0 + tl.arange(0, BLOCK)
             ok = ps < H * W

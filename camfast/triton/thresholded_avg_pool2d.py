@@ -12,7 +12,7 @@ from .._registrations import (
     check_thresholded_avg_pool2d_backward,
     register_thresholded_avg_pool2d,
 )
-from ._utils import SUM, acc_dtype, row_tiles, tile_sum
+from ._utils import SUM, acc_dtype, round_to, row_tiles, tile_sum
 
 
 @triton.jit
@@ -35,7 +35,7 @@ def _forward_kernel(x_ptr, out_ptr, thr_ptr, cnt_ptr, C, P, x_stride_n, x_stride
     row_max = tl.where(has_nan > 0, float("nan"), row_max)
     # Rounded to the input dtype like torch's `amax * tau`, so `x > t` selects what torch selects.
     # (tl.full casts the float64 tau to ACC; the interpreter passes it as a Python float.)
-    t = (row_max * tl.full([BLOCK_C], tau, ACC)).to(x_ptr.dtype.element_ty)
+    t = round_to(row_max * tl.full([BLOCK_C], tau, ACC), x_ptr.dtype.element_ty)
     t_acc = t.to(ACC)
     total = tl.zeros([BLOCK_C], SUM)
     count = tl.zeros([BLOCK_C], tl.int32)
