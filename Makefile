@@ -33,7 +33,7 @@ define make_venv
 	touch $(1)/.ready
 endef
 
-.PHONY: test bench bench-quick bench-publish demo cuda-check wheel wheel-check clean
+.PHONY: test sanitize bench bench-quick bench-publish demo cuda-check wheel wheel-check clean
 
 %/.ready:
 	$(call make_venv,$*)
@@ -82,6 +82,28 @@ else
 	@echo "cuda-check: $$(grep -c "ptxas info    : Used" build/cuda-check/ptxas.log) kernel builds, report in build/cuda-check/ptxas.log"
 	@! grep -B2 -E "[1-9][0-9]* bytes spill" build/cuda-check/ptxas.log
 endif
+
+# The CPU kernels once more under AddressSanitizer and UndefinedBehaviorSanitizer (setup.py's
+# CAMFAST_SANITIZE), built into build/sanitize so that camfast/_C*.so is left alone, and loaded
+# through CAMFAST_EXTENSION_PATH by the tests of every op (tests/test_<op>.py), of every entry point,
+# of the WSOL sweep, of ROAD's imputation and of the pool of large outputs; the Triton tests run no
+# C++ and are skipped. Any report aborts pytest, so the target fails. Python is not built with
+# ASan: its runtime is preloaded, and libstdc++ with it, or ASan cannot find the real __cxa_throw
+# and aborts on the first C++ exception. Python leaks by design, hence no leak check. pytest
+# captures only Python's streams, so that a report written to file descriptor 2 reaches the log.
+# Run after `make test` (or with VENV=).
+SANITIZE_DIR := build/sanitize
+SANITIZE_TESTS := tests/test_entry_points.py tests/test_wsol.py tests/test_metrics.py::test_impute_matches_sparse_direct_solve \
+  tests/test_metrics.py::test_impute_edge_cases tests/test_large_outputs.py
+sanitize:
+	mkdir -p $(SANITIZE_DIR)
+	CAMFAST_SANITIZE=1 $(VENV)/bin/python setup.py build_ext --build-lib $(SANITIZE_DIR) \
+	  --build-temp $(SANITIZE_DIR)/temp > $(SANITIZE_DIR)/build.log 2>&1 || { tail -40 $(SANITIZE_DIR)/build.log; exit 1; }
+	CAMFAST_EXTENSION_PATH=$(abspath $(SANITIZE_DIR))/camfast/_C.so \
+	LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" \
+	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(VENV)/bin/python -m pytest -q -m "not triton" --capture=sys $(SANITIZE_TESTS) \
+	  $$($(VENV)/bin/python -c 'import camfast.reference as r; print(*(f"tests/test_{op}.py" for op in r.__all__))')
 
 # One abi3 wheel per platform (cp310+, torch >= 2.11), built against the installed torch.
 wheel: $(TEST_VENV)/.ready

@@ -4,7 +4,9 @@ Always builds the C++ CPU kernels. Adds the CUDA kernels when the installed torc
 nvcc is found (or CAMFAST_CUDA=1 forces it; CAMFAST_CUDA=0 turns it off). Every source uses only the
 LibTorch stable ABI, so one abi3 wheel serves torch 2.11 and newer (see docs/design.md).
 
-Knobs: CAMFAST_CUDA, CAMFAST_CUDA_ARCHS (default "80;90"), CAMFAST_DEBUG, MAX_JOBS.
+Knobs: CAMFAST_CUDA, CAMFAST_CUDA_ARCHS (default "80;90"), CAMFAST_DEBUG, MAX_JOBS, and
+CAMFAST_SANITIZE=1: the CPU kernels under AddressSanitizer and UndefinedBehaviorSanitizer (`make
+sanitize` builds that into build/sanitize and runs the op tests against it).
 Build with --no-build-isolation so the installed torch is used.
 """
 
@@ -38,10 +40,15 @@ def _gencode_flags(archs: list[str]) -> list[str]:
     return flags
 
 
+# Any report aborts the process, so that a test run fails on it.
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
+
+
 def _extension():
     debug = os.environ.get("CAMFAST_DEBUG") == "1"
-    opt = ["-O0", "-g"] if debug else ["-O3"]
-    with_cuda = _cuda_wanted()
+    sanitize = os.environ.get("CAMFAST_SANITIZE") == "1"
+    opt = ["-O1", "-g", *SANITIZE_FLAGS] if sanitize else ["-O0", "-g"] if debug else ["-O3"]
+    with_cuda = _cuda_wanted() and not sanitize
     archs = _cuda_archs() if with_cuda else []
     defines = [
         f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}",
@@ -52,7 +59,8 @@ def _extension():
     cxx = ["-std=c++17", "-fvisibility=hidden", "-fopenmp-simd", *opt, *defines]
     print(f"camfast: building {'CPU + CUDA ' + ';'.join(archs) if with_cuda else 'CPU only'}")
     if not with_cuda:
-        return CppExtension("camfast._C", sources, extra_compile_args={"cxx": cxx}, py_limited_api=True)
+        return CppExtension("camfast._C", sources, extra_compile_args={"cxx": cxx},
+                            extra_link_args=SANITIZE_FLAGS if sanitize else [], py_limited_api=True)
     nvcc = ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo", *opt, *defines, "-DUSE_CUDA",
             *_gencode_flags(archs)]
     return CUDAExtension(

@@ -2,11 +2,17 @@
 
 Importing camfast never fails because the extension is missing or broken: it warns once and every
 op falls back to another backend. `load_error()` keeps the reason for camfast.show_config().
+
+CAMFAST_EXTENSION_PATH=<file> loads that build of camfast._C instead of the installed one (`make
+sanitize` points it at the sanitizer build); as an explicit choice, it raises where it cannot load.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
+import sys
 import warnings
 
 import torch
@@ -20,12 +26,25 @@ def _torch_release(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
+def _load_from(path: str) -> None:
+    spec = importlib.util.spec_from_file_location(f"{__package__}._C", path)
+    if spec is None:
+        raise ImportError(f"CAMFAST_EXTENSION_PATH={path!r} is not a loadable extension")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # loading registers the camfast:: ops
+    sys.modules[spec.name] = module
+
+
 def _load() -> str | None:
     """Load camfast._C; return why it could not be loaded, or None."""
     running = _torch_release(torch.__version__)
     if running < MIN_TORCH:
         return (f"camfast's compiled kernels need torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]}, "
                 f"but torch {torch.__version__} is running")
+    path = os.environ.get("CAMFAST_EXTENSION_PATH")
+    if path:
+        _load_from(path)
+        return None
     try:
         from . import _C  # noqa: F401  (loading registers the camfast:: ops)
     except Exception as error:  # an absent build, or one this torch cannot load (e.g. CUDA build, CPU torch)

@@ -39,7 +39,8 @@ class TestScoreCamMasks(OpTester):
               ((1, 2, 6, 4), (1, 3, 6, 9)))
     large_shapes = (((2, 16, 7, 7), (2, 3, 56, 56)),)
     small_shape = ((2, 3, 4, 5), (2, 3, 7, 6))
-    empty_shapes = (((0, 4, 3, 3), (0, 3, 5, 6)), ((2, 0, 3, 3), (2, 3, 5, 6)))
+    # The last, an image of no channels, still has each map's constant flag (it once divided by 0).
+    empty_shapes = (((0, 4, 3, 3), (0, 3, 5, 6)), ((2, 0, 3, 3), (2, 3, 5, 6)), ((2, 3, 3, 3), (2, 0, 5, 6)))
     bad_inputs = [
         (lambda: (torch.randn(2, 3, 4, 4), torch.rand(3, 8, 8)), ValueError, "image must be 4-D"),
         (lambda: (torch.randn(2, 3, 4, 4), torch.rand(3, 3, 8, 8)), ValueError, "same batch size N"),
@@ -73,8 +74,10 @@ class TestScoreCamMasks(OpTester):
         super().test_empty_batch_and_channels(device, backend)
         for shape in self.empty_shapes:
             act, image = self.inputs(shape, torch.float32, device, "contiguous")
+            act[:, :1] = 0.5  # a constant map, where there are maps
             _, constant = camfast.score_cam_masks(act, image, backend=backend, return_constant=True)
-            assert constant.shape == act.shape[:2] and constant.dtype == torch.bool
+            _, expected = reference.score_cam_masks(act, image, return_constant=True)
+            assert constant.dtype == torch.bool and torch.equal(constant, expected)
 
     @every_backend_and_reference
     def test_constant_and_special_maps(self, device, backend):

@@ -9,7 +9,9 @@ from camfast_testing.op_tester import OpTester, every_backend, every_backend_and
 
 
 def test_reference_follows_the_explainers_loops():
-    """Per image and channel, written out: the weights of explainers.md 2.1-2.4 and the ReLU'd sum."""
+    """Per image and channel, written out: each method's weights as grad-cam 1.5.7's grad_cam.py,
+    xgrad_cam.py, hirescam.py, grad_cam_elementwise.py and layer_cam.py compute them, and the
+    ReLU'd sum."""
     act = torch.randn(2, 4, 3, 5, dtype=torch.float64)
     grad = torch.randn(2, 4, 3, 5, dtype=torch.float64)
     for n in range(2):

@@ -68,7 +68,7 @@ def spatial_soft_argmax2d(
 
     Example:
         >>> import torch, camfast
-        >>> x = torch.full((1, 1, 3, 3), -100.0)
+        >>> x = torch.full((1, 1, 3, 3), float("-inf"))  # weight exactly 0 on every backend
         >>> x[0, 0, 0, 2] = 0.0                        # a peak at the top-right pixel
         >>> camfast.spatial_soft_argmax2d(x)           # (x, y) in [-1, 1]
         tensor([[[ 1., -1.]]])

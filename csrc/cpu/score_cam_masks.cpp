@@ -113,7 +113,9 @@ template <class T> struct Kernel {
     const int64_t map_size = io.a.h * io.a.w;
     std::vector<MapStats<A>> stats_of(maps);
     bool* constant = io.constant.mutable_data_ptr<bool>();
-    const int64_t stats_grain = std::max<int64_t>(1, cpu::kGrainElements / (feature ? map_size : H * W));
+    // An image of no pixels or channels still gets its maps' constant flags: no division by 0.
+    const int64_t stats_work = std::max<int64_t>(1, feature ? map_size : H * W);
+    const int64_t stats_grain = std::max<int64_t>(1, cpu::kGrainElements / stats_work);
     torch::stable::parallel_for(0, maps, stats_grain, [&](int64_t begin, int64_t end) {
       Scratch t(io);
       for (int64_t r = begin; r < end; ++r) {
@@ -122,7 +124,7 @@ template <class T> struct Kernel {
       }
     });
     T* out = io.out.mutable_data_ptr<T>();
-    const int64_t row_grain = std::max<int64_t>(1, cpu::kGrainElements / (C * W));
+    const int64_t row_grain = std::max<int64_t>(1, cpu::kGrainElements / std::max<int64_t>(1, C * W));
     torch::stable::parallel_for(0, maps * H, row_grain, [&](int64_t begin, int64_t end) {
       Scratch t(io);
       A* mask = t.up.data();

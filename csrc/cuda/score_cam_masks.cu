@@ -122,7 +122,9 @@ std::tuple<Tensor, Tensor> score_cam_masks_cuda(Tensor act, Tensor image, bool a
     const T* act_ptr = io.act.const_data_ptr<T>();
     stats_kernel<T><<<unsigned(maps), kThreads, 0, stream>>>(act_ptr, g, normalize_feature, stats_ptr,
                                                              io.constant.mutable_data_ptr<bool>());
+    // An image of no pixels has no masks to write (and a grid of 0 blocks is a launch error).
     const int64_t blocks = std::min(kMaxBlocks, maps * cuda::ceil_div(io.H * io.W, kThreads));
+    if (blocks == 0) return;
     masks_kernel<T><<<unsigned(blocks), kThreads, 0, stream>>>(act_ptr, io.image.const_data_ptr<T>(), io.img, g,
                                                                stats_ptr, io.out.mutable_data_ptr<T>());
   });

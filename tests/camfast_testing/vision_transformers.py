@@ -66,16 +66,13 @@ class TinyViT(nn.Module):
         return self.head(self.norm(self.blocks(tokens))[:, 0])
 
 
-class SwinBlock(nn.Module):
-    """Window attention on [N, h, w, C] tokens, windows shifted by half a window when `shift`."""
+class SwinBlock(Block):
+    """Window attention on [N, h, w, C] tokens, windows shifted by half a window when `shift`
+    (Block's layers, Swin's forward)."""
 
     def __init__(self, dim: int, heads: int, window: int, shift: bool):
-        super().__init__()
+        super().__init__(dim, heads)
         self.window, self.shift = window, shift
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
     def forward(self, x):
         n, h, w, c = x.shape
