@@ -86,6 +86,7 @@ endif
 # The CPU kernels once more under AddressSanitizer and UndefinedBehaviorSanitizer (setup.py's
 # CAMFAST_SANITIZE), built into build/sanitize so that camfast/_C*.so is left alone, and loaded
 # through CAMFAST_EXTENSION_PATH by the tests of every op (tests/test_<op>.py), of every entry point,
+# of the exact-sums bounds (unvectorised at -O1, so they do not rest on vectorisation),
 # of the WSOL sweep, of ROAD's imputation and of the pool of large outputs; the Triton tests run no
 # C++ and are skipped. Any report aborts pytest, so the target fails. Python is not built with
 # ASan: its runtime is preloaded, and libstdc++ with it, or ASan cannot find the real __cxa_throw
@@ -93,7 +94,7 @@ endif
 # captures only Python's streams, so that a report written to file descriptor 2 reaches the log.
 # Run after `make test` (or with VENV=).
 SANITIZE_DIR := build/sanitize
-SANITIZE_TESTS := tests/test_entry_points.py tests/test_wsol.py tests/test_metrics.py::test_impute_matches_sparse_direct_solve \
+SANITIZE_TESTS := tests/test_entry_points.py tests/test_exact_sums.py tests/test_wsol.py tests/test_metrics.py::test_impute_matches_sparse_direct_solve \
   tests/test_metrics.py::test_impute_edge_cases tests/test_large_outputs.py
 sanitize:
 	mkdir -p $(SANITIZE_DIR)

@@ -26,16 +26,22 @@ constexpr int64_t kGrainElements = 1 << 15;
 //
 // Terms one float accumulator adds per block, where each accumulator is a channel (or pixel).
 constexpr int64_t kSumChain = 64;
-// Terms per block of a vectorised reduction: 256 per lane at SSE2's 4 float lanes, 64 at
-// AVX-512's 16. Blocks of 256 cost TAP's row loop up to 1.4x (loop entry and exit per block).
-constexpr int64_t kLaneSumBlock = 16 * kSumChain;
+// Terms per block of a vectorised reduction with one sum (lane_sum, planes.h): no float chain is
+// longer than 256 terms whatever the compiler does, 64 per lane at SSE2's 4 float lanes. The
+// bound must not rest on vectorisation: unvectorised (-O1, the sanitizer build), blocks of 1024
+// took float32 Grad-CAM weights, a sum of gradients that cancel, past twice eager's error.
+constexpr int64_t kLaneSumBlock = 4 * kSumChain;
+// Terms per block of the sums of non-negative terms or weighted by them (the softmax's exps, TAP's
+// kept values, soft-argmax's three sums): a chain of 1024 unvectorised stays within the bound for
+// them, and blocks of 256 cost these loops 1.05-1.2x (loop entry and exit per block).
+constexpr int64_t kWideSumBlock = 16 * kSumChain;
 
-// sum over p in [0, P) of term(p), one vectorised reduction in float blocks of kLaneSumBlock added
-// in double. term may also store (the softmax rows keep each exp for their next pass).
-template <class A, class F> inline sum_t lane_sum(int64_t P, const F& term) {
+// sum over p in [0, P) of term(p), one vectorised reduction in float blocks of kBlock added in
+// double. term may also store (the softmax rows keep each exp for their next pass).
+template <class A, int64_t kBlock = kLaneSumBlock, class F> inline sum_t lane_sum(int64_t P, const F& term) {
   sum_t sum = 0;
-  for (int64_t p0 = 0; p0 < P; p0 += kLaneSumBlock) {
-    const int64_t p1 = std::min(P, p0 + kLaneSumBlock);
+  for (int64_t p0 = 0; p0 < P; p0 += kBlock) {
+    const int64_t p1 = std::min(P, p0 + kBlock);
     A part = A(0);
 #pragma omp simd reduction(+ : part)
     for (int64_t p = p0; p < p1; ++p) part += term(p);

@@ -64,7 +64,7 @@ acc_t<T> row_max(const T* x, Stride<kUnit> at, int64_t P, acc_t<T> inv_t) {
 template <class T> constexpr bool kKeepsExp = std::is_same_v<T, acc_t<T>>;
 
 // The sums run in float blocks added in double (loops.h, kSumChain, lane_sum).
-using cpu::kLaneSumBlock;
+using cpu::kWideSumBlock;
 using cpu::kSumChain;
 using cpu::lane_sum;
 
@@ -74,7 +74,7 @@ void softmax_row(const T* x, Stride<kUnit> xa, T* out, Stride<kUnit> oa, int64_t
                  acc_t<T>* s) {
   using A = acc_t<T>;
   const A mx = row_max(x, xa, P, inv_t);
-  const sum_t sum = lane_sum<A>(P, [&](int64_t p) {
+  const sum_t sum = lane_sum<A, kWideSumBlock>(P, [&](int64_t p) {
     const A e = exp_nonpositive(A(x[xa(p)]) * inv_t - mx);
     if constexpr (kKeepsExp<T>) out[oa(p)] = T(e);
     return e;
@@ -111,8 +111,8 @@ void soft_argmax_row(const T* x, Stride<kUnit> xa, int64_t P, const acc_t<T>* X,
   using A = acc_t<T>;
   const A mx = row_max(x, xa, P, inv_t);
   sum_t sum = 0, sx = 0, sy = 0;
-  for (int64_t p0 = 0; p0 < P; p0 += kLaneSumBlock) {
-    const int64_t p1 = std::min(P, p0 + kLaneSumBlock);
+  for (int64_t p0 = 0; p0 < P; p0 += kWideSumBlock) {
+    const int64_t p1 = std::min(P, p0 + kWideSumBlock);
     A part = A(0), part_x = A(0), part_y = A(0);
 #pragma omp simd reduction(+ : part, part_x, part_y)
     for (int64_t p = p0; p < p1; ++p) {

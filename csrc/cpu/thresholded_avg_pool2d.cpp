@@ -33,8 +33,8 @@ void forward_row(const T* x, Stride<kUnit> at, int64_t P, double tau, T* out, T*
   const A tt = A(t);
   sum_t sum = 0;
   int32_t count = 0;
-  for (int64_t p0 = 0; p0 < P; p0 += cpu::kLaneSumBlock) {
-    const int64_t p1 = std::min(P, p0 + cpu::kLaneSumBlock);
+  for (int64_t p0 = 0; p0 < P; p0 += cpu::kWideSumBlock) {
+    const int64_t p1 = std::min(P, p0 + cpu::kWideSumBlock);
     A part = A(0);
     int32_t kept = 0;
 #pragma omp simd reduction(+ : part, kept)
