@@ -4,13 +4,13 @@ import camfast
 from camfast import reference
 from camfast_testing.checks import LAYOUTS, dtypes_for, in_layout
 from camfast_testing.op_tester import LayerOpTester, every_backend
-from test_spatial_softmax2d import SHAPES, TEMPERATURE_ERRORS, edge_rows
+from test_spatial_softmax2d import SHAPES, SMALL_MAPS_MANY_CHANNELS, TEMPERATURE_ERRORS, edge_rows
 
 
 class TestSpatialSoftArgmax2d(LayerOpTester):
     op = "spatial_soft_argmax2d"
     shapes = SHAPES
-    large_shapes = ((3, 70, 14, 14), (1, 2, 40, 33))
+    large_shapes = ((3, 70, 14, 14), (1, 2, 40, 33), SMALL_MAPS_MANY_CHANNELS)
     bad_options = [
         *TEMPERATURE_ERRORS,
         ({"temperature": "1"}, TypeError, "temperature must be a real"),

@@ -21,6 +21,9 @@ EDGE_ROWS = {
 }
 # Single rows and single columns, besides the default odd sizes and 1x1 maps.
 SHAPES = ((2, 5, 7, 9), (1, 3, 1, 1), (2, 3, 1, 6), (2, 3, 6, 1))
+# Maps under 16 pixels over more channels than one block: the CPU kernels transpose such NCHW
+# rows into blocks of 64 channels.
+SMALL_MAPS_MANY_CHANNELS = (3, 70, 3, 3)
 TEMPERATURE_ERRORS = [
     ({"temperature": 0.0}, ValueError, "temperature must be a finite number > 0"),
     ({"temperature": float("inf")}, ValueError, "temperature must be a finite"),
@@ -34,6 +37,7 @@ def edge_rows(device):
 class TestSpatialSoftmax2d(LayerOpTester):
     op = "spatial_softmax2d"
     shapes = SHAPES
+    large_shapes = ((3, 70, 14, 14), SMALL_MAPS_MANY_CHANNELS)
     bad_options = [
         *TEMPERATURE_ERRORS,
         ({"temperature": -1.0}, ValueError, "temperature must be a finite number > 0"),

@@ -299,6 +299,32 @@ void soft_argmax_backward_block(const acc_t<T>* g, const acc_t<T>* out, const T*
 
 // ---- whole tensors ----
 
+// Maps of fewer than kSmallMap pixels, rows contiguous (NCHW): a row kernel would run its few
+// pixels through the vector loops' scalar remainders, an exp per element at scalar speed (3 x 3
+// maps ran at 0.7x eager). A block of rows is transposed into a channels-innermost scratch
+// instead, and the block kernels vectorise over its channels.
+constexpr int64_t kSmallMap = 16;
+
+bool small_rows(const NCP& v) { return !v.channels_inner() && v.P < kSmallMap; }
+
+// Up to kChannelBlock rows of up to kSmallMap pixels, channels innermost (pixel stride kStride).
+template <class T> struct SmallBlock {
+  static constexpr int64_t kStride = kChannelBlock;
+  T data[kSmallMap * kChannelBlock];
+
+  // Rows [0, nc) of the plane at x (its channel and pixel strides from v), P pixels each.
+  void load(const T* x, const NCP& v, int64_t nc) {
+    for (int64_t c = 0; c < nc; ++c) {
+      for (int64_t p = 0; p < v.P; ++p) data[p * kStride + c] = x[c * v.stride_c + p * v.stride_p];
+    }
+  }
+  void store(T* out, const NCP& o, int64_t nc) const {
+    for (int64_t c = 0; c < nc; ++c) {
+      for (int64_t p = 0; p < o.P; ++p) out[c * o.stride_c + p * o.stride_p] = data[p * kStride + c];
+    }
+  }
+};
+
 // row(n, c) for every row, or block(n, c0, c1) per block of channels [c0, c1) when channels are innermost.
 template <class Rows, class Blocks>
 void for_rows(const NCP& v, bool blocks, const Rows& row, const Blocks& block) {
@@ -317,6 +343,16 @@ template <class T> void softmax_forward(const spatial_softmax2d::SoftmaxForwardI
   A* max_ptr = io.stats.max.mutable_data_ptr<A>();
   A* sum_ptr = io.stats.sum.mutable_data_ptr<A>();
   const A inv_t = spatial_softmax2d::inverse<A>(temperature);
+  if (small_rows(v)) {
+    cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
+      const int64_t r = n * v.C + c0, nc = c1 - c0;
+      SmallBlock<T> in, out;
+      in.load(x_ptr + n * v.stride_n + c0 * v.stride_c, v, nc);
+      softmax_block(in.data, in.kStride, out.data, out.kStride, v.P, nc, inv_t, max_ptr + r, sum_ptr + r);
+      out.store(out_ptr + n * o.stride_n + c0 * o.stride_c, o, nc);
+    });
+    return;
+  }
   for_rows(
       v, v.channels_inner(),
       [&](int64_t n, int64_t c) {
@@ -343,6 +379,18 @@ template <class T> void softmax_backward(const spatial_softmax2d::SoftmaxBackwar
   const A* max_ptr = io.stats.max.const_data_ptr<A>();
   const A* sum_ptr = io.stats.sum.const_data_ptr<A>();
   const A inv_t = spatial_softmax2d::inverse<A>(temperature);
+  if (small_rows(v) && small_rows(gv)) {
+    cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
+      const int64_t r = n * v.C + c0, nc = c1 - c0;
+      SmallBlock<T> g, x, gx;
+      g.load(grad_out_ptr + n * gv.stride_n + c0 * gv.stride_c, gv, nc);
+      x.load(x_ptr + n * v.stride_n + c0 * v.stride_c, v, nc);
+      softmax_backward_block(g.data, g.kStride, x.data, x.kStride, gx.data, gx.kStride, v.P, nc, inv_t, max_ptr + r,
+                             sum_ptr + r);
+      gx.store(grad_x_ptr + n * o.stride_n + c0 * o.stride_c, o, nc);
+    });
+    return;
+  }
   for_rows(
       v, v.channels_inner() && gv.channels_inner(),
       [&](int64_t n, int64_t c) {
@@ -378,6 +426,15 @@ void soft_argmax_forward(const spatial_softmax2d::ArgmaxForwardIO& io, double te
   A* sum_ptr = io.stats.sum.mutable_data_ptr<A>();
   const A inv_t = spatial_softmax2d::inverse<A>(temperature);
   const A *X = xy.x.data(), *Y = xy.y.data();
+  if (small_rows(v)) {
+    cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
+      const int64_t r = n * v.C + c0, nc = c1 - c0;
+      SmallBlock<T> x;
+      x.load(x_ptr + n * v.stride_n + c0 * v.stride_c, v, nc);
+      soft_argmax_block(x.data, x.kStride, v.P, nc, X, Y, inv_t, out_ptr + 2 * r, max_ptr + r, sum_ptr + r);
+    });
+    return;
+  }
   for_rows(
       v, v.channels_inner(),
       [&](int64_t n, int64_t c) {
@@ -407,6 +464,17 @@ void soft_argmax_backward(const spatial_softmax2d::ArgmaxBackwardIO& io, double 
   const A* sum_ptr = io.stats.sum.const_data_ptr<A>();
   const A inv_t = spatial_softmax2d::inverse<A>(temperature);
   const A *X = xy.x.data(), *Y = xy.y.data();
+  if (small_rows(v)) {
+    cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
+      const int64_t r = n * v.C + c0, nc = c1 - c0;
+      SmallBlock<T> x, gx;
+      x.load(x_ptr + n * v.stride_n + c0 * v.stride_c, v, nc);
+      soft_argmax_backward_block(grad_out_ptr + 2 * r, out_ptr + 2 * r, x.data, x.kStride, gx.data, gx.kStride, v.P,
+                                 nc, X, Y, inv_t, max_ptr + r, sum_ptr + r);
+      gx.store(grad_x_ptr + n * o.stride_n + c0 * o.stride_c, o, nc);
+    });
+    return;
+  }
   for_rows(
       v, v.channels_inner(),
       [&](int64_t n, int64_t c) {
