@@ -10,7 +10,7 @@ from test_spatial_softmax2d import SHAPES, SMALL_MAPS_MANY_CHANNELS, TEMPERATURE
 class TestSpatialSoftArgmax2d(LayerOpTester):
     op = "spatial_soft_argmax2d"
     shapes = SHAPES
-    large_shapes = ((3, 70, 14, 14), (1, 2, 40, 33), SMALL_MAPS_MANY_CHANNELS)
+    large_shapes = (*LayerOpTester.large_shapes, (1, 2, 40, 33), SMALL_MAPS_MANY_CHANNELS)
     bad_options = [
         *TEMPERATURE_ERRORS,
         ({"temperature": "1"}, TypeError, "temperature must be a real"),

@@ -37,7 +37,7 @@ def edge_rows(device):
 class TestSpatialSoftmax2d(LayerOpTester):
     op = "spatial_softmax2d"
     shapes = SHAPES
-    large_shapes = ((3, 70, 14, 14), SMALL_MAPS_MANY_CHANNELS)
+    large_shapes = (*LayerOpTester.large_shapes, SMALL_MAPS_MANY_CHANNELS)
     bad_options = [
         *TEMPERATURE_ERRORS,
         ({"temperature": -1.0}, ValueError, "temperature must be a finite number > 0"),

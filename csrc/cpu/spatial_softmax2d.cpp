@@ -312,13 +312,15 @@ template <class T> struct SmallBlock {
   static constexpr int64_t kStride = kChannelBlock;
   T data[kSmallMap * kChannelBlock];
 
-  // Rows [0, nc) of the plane at x (its channel and pixel strides from v), P pixels each.
-  void load(const T* x, const NCP& v, int64_t nc) {
+  // Rows [c0, c0 + nc) of sample n of the tensor at base, laid out as v says.
+  void load(const T* base, const NCP& v, int64_t n, int64_t c0, int64_t nc) {
+    const T* x = base + n * v.stride_n + c0 * v.stride_c;
     for (int64_t c = 0; c < nc; ++c) {
       for (int64_t p = 0; p < v.P; ++p) data[p * kStride + c] = x[c * v.stride_c + p * v.stride_p];
     }
   }
-  void store(T* out, const NCP& o, int64_t nc) const {
+  void store(T* base, const NCP& o, int64_t n, int64_t c0, int64_t nc) const {
+    T* out = base + n * o.stride_n + c0 * o.stride_c;
     for (int64_t c = 0; c < nc; ++c) {
       for (int64_t p = 0; p < o.P; ++p) out[c * o.stride_c + p * o.stride_p] = data[p * kStride + c];
     }
@@ -347,9 +349,9 @@ template <class T> void softmax_forward(const spatial_softmax2d::SoftmaxForwardI
     cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
       const int64_t r = n * v.C + c0, nc = c1 - c0;
       SmallBlock<T> in, out;
-      in.load(x_ptr + n * v.stride_n + c0 * v.stride_c, v, nc);
+      in.load(x_ptr, v, n, c0, nc);
       softmax_block(in.data, in.kStride, out.data, out.kStride, v.P, nc, inv_t, max_ptr + r, sum_ptr + r);
-      out.store(out_ptr + n * o.stride_n + c0 * o.stride_c, o, nc);
+      out.store(out_ptr, o, n, c0, nc);
     });
     return;
   }
@@ -383,11 +385,11 @@ template <class T> void softmax_backward(const spatial_softmax2d::SoftmaxBackwar
     cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
       const int64_t r = n * v.C + c0, nc = c1 - c0;
       SmallBlock<T> g, x, gx;
-      g.load(grad_out_ptr + n * gv.stride_n + c0 * gv.stride_c, gv, nc);
-      x.load(x_ptr + n * v.stride_n + c0 * v.stride_c, v, nc);
+      g.load(grad_out_ptr, gv, n, c0, nc);
+      x.load(x_ptr, v, n, c0, nc);
       softmax_backward_block(g.data, g.kStride, x.data, x.kStride, gx.data, gx.kStride, v.P, nc, inv_t, max_ptr + r,
                              sum_ptr + r);
-      gx.store(grad_x_ptr + n * o.stride_n + c0 * o.stride_c, o, nc);
+      gx.store(grad_x_ptr, o, n, c0, nc);
     });
     return;
   }
@@ -430,7 +432,7 @@ void soft_argmax_forward(const spatial_softmax2d::ArgmaxForwardIO& io, double te
     cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
       const int64_t r = n * v.C + c0, nc = c1 - c0;
       SmallBlock<T> x;
-      x.load(x_ptr + n * v.stride_n + c0 * v.stride_c, v, nc);
+      x.load(x_ptr, v, n, c0, nc);
       soft_argmax_block(x.data, x.kStride, v.P, nc, X, Y, inv_t, out_ptr + 2 * r, max_ptr + r, sum_ptr + r);
     });
     return;
@@ -468,10 +470,10 @@ void soft_argmax_backward(const spatial_softmax2d::ArgmaxBackwardIO& io, double 
     cpu::parallel_channel_blocks(v, [&](int64_t n, int64_t c0, int64_t c1) {
       const int64_t r = n * v.C + c0, nc = c1 - c0;
       SmallBlock<T> x, gx;
-      x.load(x_ptr + n * v.stride_n + c0 * v.stride_c, v, nc);
+      x.load(x_ptr, v, n, c0, nc);
       soft_argmax_backward_block(grad_out_ptr + 2 * r, out_ptr + 2 * r, x.data, x.kStride, gx.data, gx.kStride, v.P,
                                  nc, X, Y, inv_t, max_ptr + r, sum_ptr + r);
-      gx.store(grad_x_ptr + n * o.stride_n + c0 * o.stride_c, o, nc);
+      gx.store(grad_x_ptr, o, n, c0, nc);
     });
     return;
   }
