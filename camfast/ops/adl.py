@@ -105,4 +105,4 @@ def adl(
     drop = _draw_drop(x, drop_rate, use_drop, generator, per_sample)
     if chosen == "reference":
         return reference.adl(x, drop, threshold)
-    return _backend.op("adl", chosen)(x, drop, threshold)[0]
+    return _backend.run("adl", chosen, x, drop, threshold)[0]

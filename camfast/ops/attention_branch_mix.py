@@ -42,4 +42,4 @@ def attention_branch_mix(g: torch.Tensor, m: torch.Tensor, *, backend: str | Non
     chosen = _backend.choose(backend, g, m)
     if chosen == "reference":
         return reference.attention_branch_mix(g, m)
-    return _backend.op("attention_branch_mix", chosen)(g, m)
+    return _backend.run("attention_branch_mix", chosen, g, m)

@@ -63,7 +63,7 @@ def channel_spatial_attention(
     chosen = _backend.choose(backend, a, s)
     if chosen == "reference":
         return reference.channel_spatial_attention(a, s, spatial)
-    return _backend.op("channel_spatial_attention", chosen)(a, s, spatial == "softmax")[0]
+    return _backend.run("channel_spatial_attention", chosen, a, s, spatial == "softmax")[0]
 
 
 def ggam_loss(

@@ -81,6 +81,6 @@ def score_cam_masks(
     if chosen == "reference":
         masks, constant = reference.score_cam_masks(act, image, align_corners, normalize_stage, return_constant=True)
     else:
-        op = _backend.op("score_cam_masks", chosen)
-        masks, constant = op(act, image, align_corners, normalize_stage == "feature")
+        masks, constant = _backend.run("score_cam_masks", chosen, act, image, align_corners,
+                                       normalize_stage == "feature")
     return (masks, constant) if return_constant else masks

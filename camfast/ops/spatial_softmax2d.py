@@ -36,7 +36,7 @@ def spatial_softmax2d(x: torch.Tensor, temperature: float = 1.0, *, backend: str
     chosen = _backend.choose(backend, x)
     if chosen == "reference":
         return reference.spatial_softmax2d(x, temperature)
-    return _backend.op("spatial_softmax2d", chosen)(x, temperature)[0]
+    return _backend.run("spatial_softmax2d", chosen, x, temperature)[0]
 
 
 def spatial_soft_argmax2d(
@@ -82,4 +82,4 @@ def spatial_soft_argmax2d(
     if chosen == "reference":
         return reference.spatial_soft_argmax2d(x, temperature, normalized_coordinates)
     # The op returns the coordinates in the accumulation dtype, which its backward reads.
-    return _backend.op("spatial_soft_argmax2d", chosen)(x, temperature, normalized_coordinates)[0].to(x.dtype)
+    return _backend.run("spatial_soft_argmax2d", chosen, x, temperature, normalized_coordinates)[0].to(x.dtype)

@@ -40,4 +40,4 @@ def thresholded_avg_pool2d(x: torch.Tensor, tau: float = 0.1, *, backend: str | 
     chosen = _backend.choose(backend, x)
     if chosen == "reference":
         return reference.thresholded_avg_pool2d(x, tau)
-    return _backend.op("thresholded_avg_pool2d", chosen)(x, tau)[0]
+    return _backend.run("thresholded_avg_pool2d", chosen, x, tau)[0]

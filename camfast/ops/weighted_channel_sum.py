@@ -74,4 +74,4 @@ def weighted_channel_sum(
     chosen = _backend.choose(backend, act, grad)
     if chosen == "reference":
         return reference.weighted_channel_sum(act, grad, method, eps)
-    return _backend.op("weighted_channel_sum", chosen)(act, grad, method, eps)
+    return _backend.run("weighted_channel_sum", chosen, act, grad, method, eps)

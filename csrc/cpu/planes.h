@@ -65,6 +65,23 @@ template <class Term, class S> constexpr int64_t chain(int64_t n) {
   return std::is_same_v<Term, S> ? std::max<int64_t>(n, 1) : kSumChain;
 }
 
+// part[i] += term(c0, p0 + i) + ... + term(c1 - 1, p0 + i), added in channel order, four channels
+// per pass over the row: a quarter of the loads and stores of part that one pass per channel makes.
+template <class Term, class F>
+void add_rows(int64_t p0, int64_t p1, int64_t c0, int64_t c1, Term* __restrict part, const F& term) {
+  int64_t c = c0;
+  for (; c + 4 <= c1; c += 4) {
+#pragma omp simd
+    for (int64_t p = p0; p < p1; ++p) {
+      part[p - p0] = part[p - p0] + term(c, p) + term(c + 1, p) + term(c + 2, p) + term(c + 3, p);
+    }
+  }
+  for (; c < c1; ++c) {
+#pragma omp simd
+    for (int64_t p = p0; p < p1; ++p) part[p - p0] += term(c, p);
+  }
+}
+
 // sum[i] += sum_c term(c, p0 + i) for the pixels [p0, p1) of one sample. term may also write
 // the element (c, p) of an output: the sweep then does both while each value is in a register.
 template <Unit U, class S, class F>
@@ -84,18 +101,20 @@ void add_channel_sums(const NCP& v, int64_t p0, int64_t p1, S* sum, const F& ter
     }
     return;
   }
-  // Pixels innermost: a row of partial sums per block of channels.
-  const int64_t len = p1 - p0, block = chain<Term, S>(v.C);
-  std::vector<Term> row(len);
-  Term* part = row.data();
-  for (int64_t c0 = 0; c0 < v.C; c0 += block) {
-    std::fill(part, part + len, Term(0));
-    for (int64_t c = c0; c < std::min(v.C, c0 + block); ++c) {
+  // Pixels innermost: the terms are added into a row of partial sums per block of channels (into
+  // sum itself when the terms have its type).
+  const int64_t len = p1 - p0;
+  if constexpr (std::is_same_v<Term, S>) {
+    add_rows(p0, p1, 0, v.C, sum, term);
+  } else {
+    std::vector<Term> row(len);
+    Term* part = row.data();
+    for (int64_t c0 = 0; c0 < v.C; c0 += kSumChain) {
+      std::fill(part, part + len, Term(0));
+      add_rows(p0, p1, c0, std::min(v.C, c0 + kSumChain), part, term);
 #pragma omp simd
-      for (int64_t p = p0; p < p1; ++p) part[p - p0] += term(c, p);
+      for (int64_t i = 0; i < len; ++i) sum[i] += part[i];
     }
-#pragma omp simd
-    for (int64_t i = 0; i < len; ++i) sum[i] += part[i];
   }
 }
 

@@ -18,7 +18,30 @@
 #define CAMFAST_SIMD_CLONES
 #endif
 
+// Compiles a function for AVX2 with every call inside it inlined (flatten), so that the loops it
+// reaches through templates and lambdas vectorise 8 floats (4 doubles) wide; callers pick it at
+// run time with has_avx2(). Unlike CAMFAST_SIMD_CLONES (a different `arch`, which stops GCC
+// inlining the baseline helpers into the clone), an ISA option lets those helpers inline. No FMA:
+// GCC would contract a * b + c, and every product and sum then rounds as in the baseline build.
+#if defined(__GNUC__) && defined(__x86_64__)
+#define CAMFAST_AVX2 __attribute__((target("avx2"), flatten))
+#define CAMFAST_HAS_AVX2_BUILD 1
+#else
+#define CAMFAST_AVX2
+#define CAMFAST_HAS_AVX2_BUILD 0
+#endif
+
 namespace camfast::cpu {
+
+// Whether this CPU runs the CAMFAST_AVX2 functions (false where they are not built).
+inline bool has_avx2() {
+#if CAMFAST_HAS_AVX2_BUILD
+  static const bool yes = __builtin_cpu_supports("avx2");
+  return yes;
+#else
+  return false;
+#endif
+}
 
 // exp for loops that must stay SIMD: no library call and no branch, so `#pragma omp simd`
 // vectorises it (glibc's vector exp is only declared under -ffast-math, which would break NaN).

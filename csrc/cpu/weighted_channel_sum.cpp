@@ -114,14 +114,31 @@ void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_
   T* out = io.out.mutable_data_ptr<T>();
   for (int64_t t = 0; t < io.T; ++t) {
     T* row = out + (t * N + n) * io.a.P + p0;
-    for (int64_t k = 0; k < len; ++k) row[k] = T(weighted_channel_sum::relu(sum[t * len + k]));
+    // The ReLU after the rounding to acc_t (the same value, up to the sign of a zero): before
+    // it, GCC keeps the loop scalar.
+#pragma omp simd
+    for (int64_t k = 0; k < len; ++k) row[k] = T(weighted_channel_sum::relu(acc_t<T>(sum[t * len + k])));
   }
+}
+
+// The two steps again, compiled for AVX2 (simd.h) and run where the CPU has it.
+template <Method M, class T, Unit U>
+CAMFAST_AVX2 void image_weights_avx2(const weighted_channel_sum::IO& io, int64_t i, sum_t eps,
+                                     WeightScratch<acc_t<T>>& t, exact_t<T>* w) {
+  image_weights<M, T, U>(io, i, eps, t, w);
+}
+
+template <Method M, class T, Unit U>
+CAMFAST_AVX2 void map_block_avx2(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_t p1,
+                                 const exact_t<T>* w, sum_t* sum) {
+  map_block<M, T, U>(io, n, p0, p1, w, sum);
 }
 
 template <class T> struct Kernel {
   using A = acc_t<T>;
   const weighted_channel_sum::IO& io;
   sum_t eps;
+  bool avx2 = cpu::has_avx2();
 
   // w[i * K + k]: channel k's weight in image i = t * N + n. Tasks run sample-major, so the
   // classes of one sample follow each other and find its A in cache.
@@ -133,7 +150,7 @@ template <class T> struct Kernel {
       WeightScratch<A> scratch(v.C);
       for (int64_t j = begin; j < end; ++j) {
         const int64_t i = (j % io.T) * v.N + j / io.T;
-        image_weights<M, T, U>(io, i, eps, scratch, w.data() + i * v.C);
+        (avx2 ? image_weights_avx2<M, T, U> : image_weights<M, T, U>)(io, i, eps, scratch, w.data() + i * v.C);
       }
     });
     return w;
@@ -142,7 +159,7 @@ template <class T> struct Kernel {
   template <Method M, Unit U> void maps(const std::vector<exact_t<T>>& w) const {
     cpu::parallel_pixel_blocks(io.a, cpu::pixels_per_block(io.a, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
       std::vector<sum_t> sum(io.T * (p1 - p0));
-      map_block<M, T, U>(io, n, p0, p1, w.data(), sum.data());
+      (avx2 ? map_block_avx2<M, T, U> : map_block<M, T, U>)(io, n, p0, p1, w.data(), sum.data());
     });
   }
 
