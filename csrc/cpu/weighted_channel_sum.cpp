@@ -13,6 +13,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -48,6 +52,52 @@ template <class T, Unit U> cpu::Plane<const T, U> plane(const T* base, const NCP
   return {base, v.stride_c, v.stride_p};
 }
 
+// sum[c] += sum_p x[c * stride + p] over the P pixels of C float rows, each row's block sum in
+// float (P <= kLaneSumBlock, as add_pixel_sums) added into double. For NCHW maps of a few dozen
+// pixels, where add_pixel_sums's `omp simd` reduction spends most of each row ending itself (one
+// vector of lanes, reduced one lane at a time through memory): here 8 rows at a time, each in its
+// own vector, reduced together by a transposing tree of horizontal adds. Only where has_avx2().
+#if CAMFAST_HAS_AVX2_BUILD
+__attribute__((target("avx2"))) void add_short_row_sums_avx2(const float* x, int64_t stride, int64_t C, int64_t P,
+                                                            sum_t* sum) {
+  int32_t tail_lanes[8];
+  for (int l = 0; l < 8; ++l) tail_lanes[l] = l < P % 8 ? -1 : 0;
+  const __m256i tail = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tail_lanes));
+  const int64_t body = P - P % 8;
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    __m256 row[8];
+    for (int j = 0; j < 8; ++j) {
+      const float* r = x + (c + j) * stride;
+      __m256 acc = _mm256_maskload_ps(r + body, tail);
+      for (int64_t p = 0; p < body; p += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(r + p));
+      row[j] = acc;
+    }
+    const __m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(row[0], row[1]), _mm256_hadd_ps(row[2], row[3]));
+    const __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(row[4], row[5]), _mm256_hadd_ps(row[6], row[7]));
+    // h0 holds rows 0-3's sums over their low four lanes, then over their high four; h1 rows 4-7's.
+    const __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));
+    _mm256_storeu_pd(sum + c, _mm256_add_pd(_mm256_loadu_pd(sum + c), _mm256_cvtps_pd(_mm256_castps256_ps128(sums))));
+    _mm256_storeu_pd(sum + c + 4, _mm256_add_pd(_mm256_loadu_pd(sum + c + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(sums, 1))));
+  }
+  for (; c < C; ++c) {
+    float part = 0;
+    for (int64_t p = 0; p < P; ++p) part += x[c * stride + p];
+    sum[c] += part;
+  }
+}
+#endif
+
+// sum[c] += sum_p x(c, p) over the pixels of a plane of maps (add_pixel_sums).
+template <class T, Unit U> void add_map_sums(const NCP& v, const cpu::Plane<const T, U>& x, sum_t* sum) {
+#if CAMFAST_HAS_AVX2_BUILD
+  if constexpr (std::is_same_v<T, float> && U == Unit::pixel) {
+    if (v.P <= cpu::kLaneSumBlock && cpu::has_avx2()) return add_short_row_sums_avx2(x.base, v.stride_c, v.C, v.P, sum);
+  }
+#endif
+  cpu::add_pixel_sums<U>(v, 0, v.P, sum, [&](int64_t c, int64_t p) { return widen(x(c, p)); });
+}
+
 // Per-task scratch of the weights pass: three totals per channel, and the first as a term.
 template <class A> struct WeightScratch {
   std::vector<sum_t> s, num, den;
@@ -67,15 +117,18 @@ void image_weights(const weighted_channel_sum::IO& io, int64_t i, sum_t eps, Wei
   for (auto* sums : {&t.s, &t.num, &t.den}) std::fill(sums->begin(), sums->end(), sum_t(0));
   const A* s = t.s_term.data();
   if constexpr (weighted_channel_sum::needs_s(M)) {
-    cpu::add_pixel_sums<U>(v, 0, v.P, t.s.data(), [&](int64_t c, int64_t p) { return widen(a(c, p)); });
+    add_map_sums<T, U>(v, a, t.s.data());
     std::copy(t.s.begin(), t.s.end(), t.s_term.begin());
   }
   // XGrad-CAM's numerator is a sum of products g A: exact_t, like the map's products.
   using Num = std::conditional_t<M == Method::xgrad_cam, exact_t<T>, A>;
-  cpu::add_pixel_sums<U>(v, 0, v.P, t.num.data(), [&](int64_t c, int64_t p) {
-    const Num gv = widen(g(c, p)), av = M == Method::grad_cam ? Num(0) : Num(widen(a(c, p)));
-    return weighted_channel_sum::numerator<M>(gv, av, Num(s[c]));
-  });
+  if constexpr (M == Method::grad_cam) {
+    add_map_sums<T, U>(v, g, t.num.data());  // numerator<grad_cam>(g, ...) = g
+  } else {
+    cpu::add_pixel_sums<U>(v, 0, v.P, t.num.data(), [&](int64_t c, int64_t p) {
+      return weighted_channel_sum::numerator<M>(Num(widen(g(c, p))), Num(widen(a(c, p))), Num(s[c]));
+    });
+  }
   if constexpr (weighted_channel_sum::needs_den(M)) {
     cpu::add_pixel_sums<U>(v, 0, v.P, t.den.data(), [&](int64_t c, int64_t p) {
       return weighted_channel_sum::denominator<M>(widen(g(c, p)), widen(a(c, p)), s[c]);
