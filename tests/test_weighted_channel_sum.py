@@ -83,12 +83,14 @@ class TestWeightedChannelSum(OpTester):
 
     @every_backend_and_reference
     def test_classes_equal_one_call_per_class(self, device, backend):
-        act, grad = self.inputs(((2, 6, 5, 3), 4), torch.float64, device, "contiguous")
-        for method in METHODS:
-            both = camfast.weighted_channel_sum(act, grad, method, backend=backend)
-            for t in range(4):
-                one = camfast.weighted_channel_sum(act, grad[t], method, backend=backend)
-                torch.testing.assert_close(both[t], one, rtol=0, atol=0)
+        # 6 classes: the CPU's float32 maps take 4 classes at a time, then one; 5 x 3 pixels: 8, then 7
+        for dtype in (torch.float32, torch.float64):
+            act, grad = self.inputs(((2, 6, 5, 3), 6), dtype, device, "contiguous")
+            for method in METHODS:
+                both = camfast.weighted_channel_sum(act, grad, method, backend=backend)
+                for t in range(6):
+                    one = camfast.weighted_channel_sum(act, grad[t], method, backend=backend)
+                    torch.testing.assert_close(both[t], one, rtol=0, atol=0)
 
     @every_backend_and_reference
     def test_mixed_layouts(self, device, backend):

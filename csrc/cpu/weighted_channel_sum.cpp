@@ -137,6 +137,55 @@ void image_weights(const weighted_channel_sum::IO& io, int64_t i, sum_t eps, Wei
   for (int64_t c = 0; c < v.C; ++c) w[c] = exact_t<T>(weighted_channel_sum::weight<M>(t.num[c], t.den[c], v.P, eps));
 }
 
+// sum[t * len + k] += sum_c w[t * w_class + c] a[c * stride + k] for the T classes of one sample,
+// its C channels and len pixels: float maps, double weights and sums. The classes' maps of one
+// block of A, four classes and 8 pixels at a time in 8 vectors of sums: each value of A is loaded
+// and converted to double once per four classes instead of once per class, and the sums stay in
+// registers over the channels. The products and sums are those of add_channel_sums, in its
+// order (no FMA), so the maps equal those of one class at a time. Only where has_avx2().
+#if CAMFAST_HAS_AVX2_BUILD
+// The classes [t0, t0 + kClasses), a compile-time count so that their sums stay in registers.
+template <int64_t kClasses>
+__attribute__((target("avx2"))) void add_class_tile_avx2(const float* a, int64_t stride, int64_t C, int64_t len,
+                                                         const sum_t* w, int64_t w_class, sum_t* sum) {
+  const int64_t body = len - len % 8;
+  for (int64_t k = 0; k < body; k += 8) {
+    __m256d lo[kClasses], hi[kClasses];
+    for (int64_t j = 0; j < kClasses; ++j) {
+      lo[j] = _mm256_loadu_pd(sum + j * len + k);
+      hi[j] = _mm256_loadu_pd(sum + j * len + k + 4);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const __m256d a_lo = _mm256_cvtps_pd(_mm_loadu_ps(a + c * stride + k));
+      const __m256d a_hi = _mm256_cvtps_pd(_mm_loadu_ps(a + c * stride + k + 4));
+      for (int64_t j = 0; j < kClasses; ++j) {
+        const __m256d wj = _mm256_broadcast_sd(w + j * w_class + c);
+        lo[j] = _mm256_add_pd(lo[j], _mm256_mul_pd(wj, a_lo));
+        hi[j] = _mm256_add_pd(hi[j], _mm256_mul_pd(wj, a_hi));
+      }
+    }
+    for (int64_t j = 0; j < kClasses; ++j) {
+      _mm256_storeu_pd(sum + j * len + k, lo[j]);
+      _mm256_storeu_pd(sum + j * len + k + 4, hi[j]);
+    }
+  }
+  for (int64_t j = 0; j < kClasses; ++j) {
+    for (int64_t k = body; k < len; ++k) {
+      sum_t total = sum[j * len + k];
+      for (int64_t c = 0; c < C; ++c) total = total + w[j * w_class + c] * sum_t(a[c * stride + k]);
+      sum[j * len + k] = total;
+    }
+  }
+}
+
+__attribute__((target("avx2"))) void add_class_maps_avx2(const float* a, int64_t stride, int64_t C, int64_t len,
+                                                        const sum_t* w, int64_t w_class, int64_t T, sum_t* sum) {
+  int64_t t = 0;
+  for (; t + 4 <= T; t += 4) add_class_tile_avx2<4>(a, stride, C, len, w + t * w_class, w_class, sum + t * len);
+  for (; t < T; ++t) add_class_tile_avx2<1>(a, stride, C, len, w + t * w_class, w_class, sum + t * len);
+}
+#endif
+
 // out[t, n, p] for every class t and the pixels [p0, p1) of sample n: per block of channels, the
 // channel sums of each class added into its row of sum (the block of A stays in cache across the
 // classes), then the ReLU.
@@ -149,6 +198,14 @@ void map_block(const weighted_channel_sum::IO& io, int64_t n, int64_t p0, int64_
     NCP block = io.a;
     block.C = std::min(C, c0 + kChannelBlock) - c0;
     const auto a = plane<T, U>(io.act.const_data_ptr<T>() + io.act_offset(n) + c0 * io.a.stride_c, io.a);
+#if CAMFAST_HAS_AVX2_BUILD
+    if constexpr (weighted_channel_sum::weighted(M) && std::is_same_v<T, float> && U == Unit::pixel) {
+      if (io.T > 1 && cpu::has_avx2()) {
+        add_class_maps_avx2(&a(0, p0), io.a.stride_c, block.C, len, w + n * C + c0, N * C, io.T, sum);
+        continue;
+      }
+    }
+#endif
     for (int64_t t = 0; t < io.T; ++t) {
       const int64_t i = t * N + n;
       if constexpr (weighted_channel_sum::weighted(M)) {
