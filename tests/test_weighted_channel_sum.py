@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -143,3 +148,16 @@ class TestWeightedChannelSum(OpTester):
         for args, message in cases:
             with pytest.raises((RuntimeError, ValueError), match=message):
                 op(*args)
+
+
+def test_baseline_build_on_cpus_without_avx2():
+    """The CPU kernel runs its AVX2 build where the CPU has AVX2: this machine's tests above then
+    never run the baseline build, which older CPUs get. CAMFAST_CPU_CAPABILITY=default forces it
+    for this op's CPU tests, in a fresh process (the choice is made once per process)."""
+    if not camfast._extension.has_cpp("cpu"):
+        pytest.skip("camfast._C was built without CPU kernels")
+    env = {**os.environ, "CAMFAST_CPU_CAPABILITY": "default"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                          "-k", "TestWeightedChannelSum and cpu-cpp"],
+                         capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
+    assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 #include <torch/headeronly/util/Half.h>
 
@@ -33,10 +35,15 @@
 
 namespace camfast::cpu {
 
-// Whether this CPU runs the CAMFAST_AVX2 functions (false where they are not built).
+// Whether this CPU runs the CAMFAST_AVX2 functions (false where they are not built). The
+// environment variable CAMFAST_CPU_CAPABILITY=default keeps the baseline build (as PyTorch's
+// ATEN_CPU_CAPABILITY does), so that its loops are tested on CPUs with AVX2 too.
 inline bool has_avx2() {
 #if CAMFAST_HAS_AVX2_BUILD
-  static const bool yes = __builtin_cpu_supports("avx2");
+  static const bool yes = [] {
+    const char* capability = std::getenv("CAMFAST_CPU_CAPABILITY");
+    return __builtin_cpu_supports("avx2") && !(capability && std::string_view(capability) == "default");
+  }();
   return yes;
 #else
   return false;

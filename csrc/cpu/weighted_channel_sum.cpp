@@ -3,11 +3,11 @@
 // Weighted methods first: per image (class t, sample n), each channel's spatial sums and its
 // weight, one task per image. Then every method: per sample and block of pixels, the channel
 // sums of every class and the ReLU. A channel's map (P values) stays in L1 between the passes of
-// the first step, and a block of A in cache across the classes of the second. Compiled for the
-// baseline only: AVX2 or AVX-512 clones of these loops (CAMFAST_SIMD_CLONES) measured 2-10x
-// slower, as GCC does not inline the term lambdas and planes.h helpers into a clone of another
-// target (a call per element); the whole file built for AVX2 was 1.1-1.8x faster
-// (benchmarks/NOTES.md, "Float terms, double totals").
+// the first step, and a block of A in cache across the classes of the second. Each step is
+// compiled twice, for the baseline and for AVX2 (CAMFAST_AVX2: every helper inlined into it), and
+// runs the AVX2 build where the CPU has it; with float32 NCHW maps, two loops are written with
+// AVX2 intrinsics there (short rows' sums, several classes' maps). benchmarks/NOTES.md, "AVX2
+// at run time".
 #include <algorithm>
 #include <string>
 #include <type_traits>
@@ -37,8 +37,8 @@ using weighted_channel_sum::Method;
 // Terms (products, alphas, ReLUs) in acc_t, float for float32, float16 and bfloat16 as eager
 // PyTorch evaluates them, summed in float blocks into double totals (sum_t; planes.h). Each term
 // is then rounded as eager rounds it, and the totals drift less than eager's float sums. Terms in
-// double cost up to 2x in these loops, which are compiled for SSE2's 2 double lanes
-// (benchmarks/NOTES.md, "Float terms, double totals").
+// double cost up to 2x in these loops (half the lanes; benchmarks/NOTES.md, "Float terms, double
+// totals").
 //
 // Except for float32's weighted maps: their weights and the products w A run in double (exact_t).
 // Rounded to float, as eager rounds them, the map of a small map that cancels (three products of
