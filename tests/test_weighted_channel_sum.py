@@ -109,6 +109,17 @@ class TestWeightedChannelSum(OpTester):
             torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
     @every_backend_and_reference
+    def test_channel_strides_differ(self, device, backend):
+        """act and grad with rows of contiguous pixels but other channel strides (every other channel
+        of a larger tensor), float32: the CPU's short-row sums read each with its own strides."""
+        act, grad = self.inputs(((2, 9, 5, 5), None), torch.float32, device, "contiguous")
+        wide_act, wide_grad = self.inputs(((2, 18, 5, 5), None), torch.float32, device, "contiguous")
+        for act, grad in ((wide_act[:, ::2], grad), (act, wide_grad[:, 1::2])):
+            assert act.stride(1) != grad.stride(1) and act.stride(3) == grad.stride(3) == 1
+            for options in self.options(act, grad):
+                self.assert_matches_reference(backend, act, grad, **options)
+
+    @every_backend_and_reference
     def test_dead_channels_zero_gradients_and_nan(self, device, backend):
         """All-zero maps (XGrad-CAM: 0 / eps), zero gradients (Grad-CAM++: 0 / 0 counts as 0), NaN propagates."""
         act = torch.rand(2, 5, 4, 3, device=device)

@@ -88,11 +88,12 @@ __attribute__((target("avx2"))) void add_short_row_sums_avx2(const float* x, int
 }
 #endif
 
-// sum[c] += sum_p x(c, p) over the pixels of a plane of maps (add_pixel_sums).
+// sum[c] += sum_p x(c, p) over the pixels of a plane of maps (add_pixel_sums); v gives the sizes,
+// x its own strides (act's and grad's channel strides may differ).
 template <class T, Unit U> void add_map_sums(const NCP& v, const cpu::Plane<const T, U>& x, sum_t* sum) {
 #if CAMFAST_HAS_AVX2_BUILD
   if constexpr (std::is_same_v<T, float> && U == Unit::pixel) {
-    if (v.P <= cpu::kLaneSumBlock && cpu::has_avx2()) return add_short_row_sums_avx2(x.base, v.stride_c, v.C, v.P, sum);
+    if (v.P <= cpu::kLaneSumBlock && cpu::has_avx2()) return add_short_row_sums_avx2(x.base, x.stride_c, v.C, v.P, sum);
   }
 #endif
   cpu::add_pixel_sums<U>(v, 0, v.P, sum, [&](int64_t c, int64_t p) { return widen(x(c, p)); });
