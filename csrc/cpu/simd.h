@@ -25,8 +25,11 @@
 // run time with has_avx2(). Unlike CAMFAST_SIMD_CLONES (a different `arch`, which stops GCC
 // inlining the baseline helpers into the clone), an ISA option lets those helpers inline. No FMA:
 // GCC would contract a * b + c, and every product and sum then rounds as in the baseline build.
+// CAMFAST_TARGET_AVX2 alone: for functions written with AVX2 intrinsics (built only where
+// CAMFAST_HAS_AVX2_BUILD, called only where has_avx2()).
 #if defined(__GNUC__) && defined(__x86_64__)
-#define CAMFAST_AVX2 __attribute__((target("avx2"), flatten))
+#define CAMFAST_TARGET_AVX2 __attribute__((target("avx2")))
+#define CAMFAST_AVX2 CAMFAST_TARGET_AVX2 __attribute__((flatten))
 #define CAMFAST_HAS_AVX2_BUILD 1
 #else
 #define CAMFAST_AVX2

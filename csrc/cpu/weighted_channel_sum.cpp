@@ -58,8 +58,7 @@ template <class T, Unit U> cpu::Plane<const T, U> plane(const T* base, const NCP
 // vector of lanes, reduced one lane at a time through memory): here 8 rows at a time, each in its
 // own vector, reduced together by a transposing tree of horizontal adds. Only where has_avx2().
 #if CAMFAST_HAS_AVX2_BUILD
-__attribute__((target("avx2"))) void add_short_row_sums_avx2(const float* x, int64_t stride, int64_t C, int64_t P,
-                                                            sum_t* sum) {
+CAMFAST_TARGET_AVX2 void add_short_row_sums_avx2(const float* x, int64_t stride, int64_t C, int64_t P, sum_t* sum) {
   int32_t tail_lanes[8];
   for (int l = 0; l < 8; ++l) tail_lanes[l] = l < P % 8 ? -1 : 0;
   const __m256i tail = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tail_lanes));
@@ -77,8 +76,10 @@ __attribute__((target("avx2"))) void add_short_row_sums_avx2(const float* x, int
     const __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(row[4], row[5]), _mm256_hadd_ps(row[6], row[7]));
     // h0 holds rows 0-3's sums over their low four lanes, then over their high four; h1 rows 4-7's.
     const __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));
-    _mm256_storeu_pd(sum + c, _mm256_add_pd(_mm256_loadu_pd(sum + c), _mm256_cvtps_pd(_mm256_castps256_ps128(sums))));
-    _mm256_storeu_pd(sum + c + 4, _mm256_add_pd(_mm256_loadu_pd(sum + c + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(sums, 1))));
+    const __m256d low = _mm256_cvtps_pd(_mm256_castps256_ps128(sums));
+    const __m256d high = _mm256_cvtps_pd(_mm256_extractf128_ps(sums, 1));
+    _mm256_storeu_pd(sum + c, _mm256_add_pd(_mm256_loadu_pd(sum + c), low));
+    _mm256_storeu_pd(sum + c + 4, _mm256_add_pd(_mm256_loadu_pd(sum + c + 4), high));
   }
   for (; c < C; ++c) {
     float part = 0;
@@ -147,8 +148,8 @@ void image_weights(const weighted_channel_sum::IO& io, int64_t i, sum_t eps, Wei
 #if CAMFAST_HAS_AVX2_BUILD
 // The classes [t0, t0 + kClasses), a compile-time count so that their sums stay in registers.
 template <int64_t kClasses>
-__attribute__((target("avx2"))) void add_class_tile_avx2(const float* a, int64_t stride, int64_t C, int64_t len,
-                                                         const sum_t* w, int64_t w_class, sum_t* sum) {
+CAMFAST_TARGET_AVX2 void add_class_tile_avx2(const float* a, int64_t stride, int64_t C, int64_t len,
+                                                const sum_t* w, int64_t w_class, sum_t* sum) {
   const int64_t body = len - len % 8;
   for (int64_t k = 0; k < body; k += 8) {
     __m256d lo[kClasses], hi[kClasses];
@@ -179,8 +180,8 @@ __attribute__((target("avx2"))) void add_class_tile_avx2(const float* a, int64_t
   }
 }
 
-__attribute__((target("avx2"))) void add_class_maps_avx2(const float* a, int64_t stride, int64_t C, int64_t len,
-                                                        const sum_t* w, int64_t w_class, int64_t T, sum_t* sum) {
+CAMFAST_TARGET_AVX2 void add_class_maps_avx2(const float* a, int64_t stride, int64_t C, int64_t len,
+                                               const sum_t* w, int64_t w_class, int64_t T, sum_t* sum) {
   int64_t t = 0;
   for (; t + 4 <= T; t += 4) add_class_tile_avx2<4>(a, stride, C, len, w + t * w_class, w_class, sum + t * len);
   for (; t < T; ++t) add_class_tile_avx2<1>(a, stride, C, len, w + t * w_class, w_class, sum + t * len);
@@ -249,7 +250,6 @@ template <class T> struct Kernel {
   using A = acc_t<T>;
   const weighted_channel_sum::IO& io;
   sum_t eps;
-  bool avx2 = cpu::has_avx2();
 
   // w[i * K + k]: channel k's weight in image i = t * N + n. Tasks run sample-major, so the
   // classes of one sample follow each other and find its A in cache.
@@ -261,7 +261,8 @@ template <class T> struct Kernel {
       WeightScratch<A> scratch(v.C);
       for (int64_t j = begin; j < end; ++j) {
         const int64_t i = (j % io.T) * v.N + j / io.T;
-        (avx2 ? image_weights_avx2<M, T, U> : image_weights<M, T, U>)(io, i, eps, scratch, w.data() + i * v.C);
+        const auto step = cpu::has_avx2() ? image_weights_avx2<M, T, U> : image_weights<M, T, U>;
+        step(io, i, eps, scratch, w.data() + i * v.C);
       }
     });
     return w;
@@ -270,7 +271,7 @@ template <class T> struct Kernel {
   template <Method M, Unit U> void maps(const std::vector<exact_t<T>>& w) const {
     cpu::parallel_pixel_blocks(io.a, cpu::pixels_per_block(io.a, sizeof(T)), [&](int64_t n, int64_t p0, int64_t p1) {
       std::vector<sum_t> sum(io.T * (p1 - p0));
-      (avx2 ? map_block_avx2<M, T, U> : map_block<M, T, U>)(io, n, p0, p1, w.data(), sum.data());
+      (cpu::has_avx2() ? map_block_avx2<M, T, U> : map_block<M, T, U>)(io, n, p0, p1, w.data(), sum.data());
     });
   }
 
